@@ -12,6 +12,7 @@ from nst_tf.config import StyleConfig
 from nst_tf.errors import ConfigError, ImageError, NstError, OptimizationError, WeightsError
 from nst_tf.features import FeatureExtractor
 from nst_tf.images import load_image, resize_longest_side, save_image
+from nst_tf.inference import TransformerInference, inference_graph
 from nst_tf.layers import ConvBlock, InstanceNormalization, ReflectionPadding2D, ResidualBlock, UpsampleConv2D
 from nst_tf.losses import (
     GramStyleLoss,
@@ -36,6 +37,7 @@ __all__ = [
     "ReflectionPadding2D",
     "ResidualBlock",
     "TrainConfig",
+    "TransformerInference",
     "TransformerNet",
     "UpsampleConv2D",
     "load_stylizer",
@@ -57,6 +59,7 @@ __all__ = [
     "build_backbone",
     "content_loss",
     "gram_matrix",
+    "inference_graph",
     "load_image",
     "preprocess_caffe",
     "resize_longest_side",

@@ -248,6 +248,12 @@ def decode_rgb(data):
 class StylizeModule(tf.Module):
     """The serving graph: a Keras style network behind the two signatures.
 
+    A :class:`~nst_tf.transformer.TransformerNet` is served through its compiled
+    inference graph (:class:`nst_tf.inference.TransformerInference`: sub-pixel
+    upsampling convolutions, blocked head, fused instance normalization; standard
+    TensorFlow ops only, no XLA), in the model's compute dtype (``mixed_bfloat16``:
+    bfloat16 convolutions); other Keras models through their own call.
+
     Args:
         model: keras.Model mapping float32 RGB ``[B, H, W, 3]`` in [0, 255] to the same
             shape and range (a :class:`~nst_tf.transformer.TransformerNet`).
@@ -268,7 +274,11 @@ class StylizeModule(tf.Module):
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
                               f"Received: output_format={output_format!r}")
+        from nst_tf.inference import TransformerInference
+        from nst_tf.transformer import TransformerNet
+
         self.model = model
+        self.network = TransformerInference(model) if isinstance(model, TransformerNet) else None
         self.max_image_size = int(max_image_size)
         self.output_format = output_format
         self.jpeg_quality = int(jpeg_quality)
@@ -284,7 +294,13 @@ class StylizeModule(tf.Module):
         checks = [_check_batch(shape[0]), _check_sides(shape[1], shape[2], self.max_image_size, "Images")]
         with tf.control_dependencies(checks):
             pixels = tf.cast(images, tf.float32)
-        return {OUTPUT_IMAGES: _to_uint8(self.model(pixels, training=False))}
+        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels))}
+
+    def _forward(self, pixels):
+        """float32 ``[B, H, W, 3]`` in [0, 255] -> the stylized images, same shape and range."""
+        if self.network is not None:
+            return self.network.stylize(pixels)[0]
+        return self.model(pixels, training=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
     def stylize_bytes(self, image_bytes):
@@ -306,7 +322,7 @@ class StylizeModule(tf.Module):
         shape = tf.shape(pixels)
         with tf.control_dependencies([_check_sides(shape[0], shape[1], self.max_image_size, "Decoded image")]):
             pixels = tf.identity(pixels)
-        stylized = _to_uint8(self.model(pixels[None], training=False))[0]
+        stylized = _to_uint8(self._forward(pixels[None]))[0]
         if self.output_format == "jpeg":
             return tf.io.encode_jpeg(stylized, quality=self.jpeg_quality)
         return tf.io.encode_png(stylized)

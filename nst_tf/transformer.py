@@ -23,6 +23,8 @@ from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
 
 MIN_INPUT_SIZE = 4
 """Smallest height or width, pixels, that :class:`TransformerNet` accepts."""
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
+"""Precisions :func:`stylize_image` and :func:`stylize_tiled` can run a TransformerNet in."""
 
 _ALIGN = 4  # Two stride-2 convolutions: sizes that are multiples of 4 come back exactly.
 _MIN_ALIGNED = 8  # The bottleneck (1/4 size) must be >= 2 pixels for its reflection padding.
@@ -186,20 +188,54 @@ def _as_batch(image):
     return array
 
 
-def stylize_image(model, image):
+def _forward(model, precision):
+    """What runs the network: the cached compiled graph of a TransformerNet, else the callable itself."""
+    if isinstance(model, TransformerNet):
+        from nst_tf.inference import inference_graph
+
+        return inference_graph(model, _compute_dtype(model, precision))
+    if precision is not None:
+        raise ConfigError(f"`precision` applies to TransformerNet models only; this network runs in the precision "
+                          f"it was exported with. Received: precision={precision!r}, model of type "
+                          f"{type(model).__name__}")
+    return model
+
+
+def _compute_dtype(model, precision):
+    if precision is None:
+        return None
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"`precision` must be one of {', '.join(INFERENCE_PRECISIONS)} or None (the model's). "
+                          f"Received: precision={precision!r}")
+    return precision
+
+
+def stylize_image(model, image, precision=None):
     """Stylizes whole images in one forward pass.
 
+    A :class:`TransformerNet` runs through its cached compiled inference graph
+    (:func:`nst_tf.inference.inference_graph`): the same result as ``model(image)``
+    up to float rounding, about 1.5x faster in float32.  The graph is traced once per
+    model and precision; the first call (and the first at a new image shape) also
+    pays for TensorFlow's graph optimization and oneDNN set-up, about 1-2 s.
+
     Args:
-        model: TransformerNet (or any Keras model with the same pixel contract).
+        model: TransformerNet, or any callable with the same pixel contract (e.g.
+            :class:`SavedModelStylizer`), called as is.
         image: array-like ``[B, H, W, 3]`` or ``[H, W, 3]``, RGB in [0, 255].
+        precision: None (the model's compute dtype), ``"float32"`` or ``"bfloat16"``
+            (convolutions in bfloat16, normalization statistics and output float32;
+            about 2x faster on CPUs with AVX512_BF16, pixels within a few levels).
 
     Returns:
         np.ndarray float32 ``[B, H, W, 3]`` (a batch of 1 for a single image), in [0, 255].
 
     Raises:
         ImageError: wrong shape, or a side below ``MIN_INPUT_SIZE`` pixels.
+        ConfigError: an unknown `precision`, or one given for a model that is not a TransformerNet.
     """
-    return np.asarray(model(_as_batch(image), training=False), dtype=np.float32)
+    forward = _forward(model, precision)
+    return np.asarray(forward(_as_batch(image)), dtype=np.float32)
 
 
 def _ramp(length, overlap, at_start, at_end):
@@ -221,7 +257,7 @@ def _starts(size, tile, stride):
     return sorted(set(starts))
 
 
-def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None):
+def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, precision=None):
     """Stylizes one large image tile by tile, with seamless blending.
 
     Every tile is normalized with the instance-norm statistics of a thumbnail of the
@@ -234,7 +270,8 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None):
     >= the image's longest side) the result equals :func:`stylize_image` wherever a
     pixel is farther than the network's receptive field radius (54 px; measured) from an
     inner tile edge.  Peak memory is that of one tile's forward pass plus two
-    image-sized float32 accumulators.
+    image-sized float32 accumulators.  The thumbnail and the tiles run through the
+    same compiled graph as :func:`stylize_image`, so both round alike.
 
     Args:
         model: TransformerNet.
@@ -244,12 +281,14 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None):
             ramp's width). Defaults to 32.
         thumbnail_size: int or None. Longest side of the thumbnail whose statistics
             normalize all tiles; None uses `tile`. An image no larger is used as is.
+        precision: None, ``"float32"`` or ``"bfloat16"``, as in :func:`stylize_image`.
 
     Returns:
         np.ndarray float32 ``[1, H, W, 3]``, RGB in [0, 255].
 
     Raises:
-        ConfigError: `tile` < 2 * `overlap`, `tile` < 8, `overlap` < 0, or a bad `thumbnail_size`.
+        ConfigError: `tile` < 2 * `overlap`, `tile` < 8, `overlap` < 0, a bad `thumbnail_size`
+            or `precision`.
         ImageError: wrong shape, a batch of more than one, or a side below ``MIN_INPUT_SIZE``.
     """
     for name, value, minimum in (("tile", tile, _MIN_ALIGNED), ("overlap", overlap, 0)):
@@ -261,18 +300,19 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None):
     thumbnail_size = tile if thumbnail_size is None else thumbnail_size
     if isinstance(thumbnail_size, bool) or not isinstance(thumbnail_size, (int, np.integer)) or thumbnail_size < 8:
         raise ConfigError(f"`thumbnail_size` must be an int >= 8. Received: thumbnail_size={thumbnail_size!r}")
+    forward = _forward(model, precision)
     batch = _as_batch(image)
     if batch.shape[0] != 1:
         raise ImageError(f"stylize_tiled takes one image. Received: shape={tuple(batch.shape)}")
     height, width = int(batch.shape[1]), int(batch.shape[2])
     if height <= tile and width <= tile:
-        return stylize_image(model, batch)
+        return np.asarray(forward(batch), dtype=np.float32)
 
     scale = thumbnail_size / max(height, width)
     thumbnail = batch if scale >= 1 else tf.image.resize(
         batch, (max(MIN_INPUT_SIZE, round(height * scale)), max(MIN_INPUT_SIZE, round(width * scale))),
         method="area")
-    _, statistics = model(thumbnail, training=False, return_statistics=True)
+    _, statistics = forward(thumbnail, return_statistics=True)
 
     (top, bottom), (left, right) = [[int(p) for p in pair] for pair in _align_padding(height, width)]
     padded = tf.pad(batch, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT").numpy()
@@ -287,7 +327,7 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None):
         for x in _starts(full_w, tile_w, stride):
             wx = _ramp(tile_w, overlap, x == 0, x + tile_w == full_w)
             window = padded[:, y:y + tile_h, x:x + tile_w]
-            result = np.asarray(model(window, statistics=statistics, training=False))[0]
+            result = np.asarray(forward(window, statistics=statistics))[0]
             weight = (wy[:, None] * wx[None, :])[..., None]
             output[y:y + tile_h, x:x + tile_w] += result * weight
             total[y:y + tile_h, x:x + tile_w] += weight

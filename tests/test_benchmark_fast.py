@@ -111,7 +111,7 @@ def test_replica_computes_what_the_model_computes():
     image = tf.constant(benchmark_fast._photo_like((1, 30, 42, 3)))
     expected = model(image).numpy()
     for name in ("replica", "no-bias", "folded-norm", "xla-norm", "xla-fused", "broadcast-upsample", "head-c8",
-                 "head-s2d", "proposed", "model"):
+                 "head-s2d", "proposed", "model", "library", "library-no-phase", "library-head1", "library-head2"):
         out = benchmark_fast.variant_function(model, benchmark_fast.VARIANTS[name])(image).numpy()
         np.testing.assert_allclose(out, expected, atol=0.05, err_msg=name)
     # The switches that change the output do change it (so the comparison above can fail).
@@ -129,15 +129,19 @@ def test_replica_computes_what_the_model_computes():
 def test_inference_suite_runs_end_to_end(small_model_path):
     result = benchmark_fast.run_inference_suite(
         small_model_path, sizes=(16, 24), warmup=1, repeats=1, breakdown_size=16,
-        variants=("replica", "proposed"), peak_shapes=TINY_PEAK)
+        variants=("replica", "proposed", "library", "library-no-phase"), peak_shapes=TINY_PEAK)
     rows = result.tables["inference"].rows
     assert [(r["size"], r["precision"], r["path"]) for r in rows] == [
-        (size, precision, path) for size in (16, 24) for path in ("stylize_image (eager)", "tf.function")
+        (size, precision, path) for size in (16, 24)
+        for path in ("stylize_image (library)", "Keras call, tf.function", "Keras call, eager")
         for precision in ("float32", "bfloat16")]
     for row in rows:
         flops = sum(_hand_count(1, row["size"], row["size"], SMALL["filters"], 1))
         assert row["conv_gflop"] == pytest.approx(flops / 1e9)
-        assert row["gflops"] == pytest.approx(flops / row["median_s"] / 1e9)
+        assert row["gflops"] == pytest.approx(flops / row["median_s"] / 1e9)  # Architecture FLOPs on every row.
+        executed = _executed_count(row["size"], SMALL["filters"]) if "library" in row["path"] else flops
+        assert row["executed_gflop"] == pytest.approx(executed / 1e9)
+        assert row["executed_gflops"] == pytest.approx(executed / row["median_s"] / 1e9)
         assert row["percent_of_peak"] == pytest.approx(100 * row["gflops"] / row["peak_gflops"])
         assert row["bf16_peak_gflops"] > 0
         if row["precision"] == "float32":
@@ -149,11 +153,46 @@ def test_inference_suite_runs_end_to_end(small_model_path):
     assert sum(groups[g]["float32_s"] for g in ("conv1", "conv2", "conv3", "res", "up1", "up2", "head")) == \
         pytest.approx(groups["all convs"]["float32_s"])
     variants = {r["variant"]: r for r in result.tables["variants"].rows}
-    assert list(variants) == ["model", "replica", "proposed"]
+    assert list(variants) == ["model", "replica", "proposed", "library", "library-no-phase"]
     assert variants["model"]["float32_vs_model"] == 1.0
-    assert variants["replica"]["mean_abs_diff"][0] < 0.01 and variants["proposed"]["mean_abs_diff"][0] < 0.01
+    for name in ("replica", "proposed", "library", "library-no-phase"):
+        assert variants[name]["mean_abs_diff"][0] < 0.01, name
+    assert float(variants["library"]["executed_gflop"]) == pytest.approx(_executed_count(16, SMALL["filters"]) / 1e9,
+                                                                         abs=0.05)
+    assert variants["replica"]["executed_gflop"] == ""
     text = result.to_markdown()
-    assert "| 24 | bfloat16 | tf.function |" in text and "random weights" not in text
+    assert "| 24 | bfloat16 | Keras call, tf.function |" in text and "random weights" not in text
+    assert any(note.startswith("GOAL CHECK") for note in result.notes) is False  # No 512 px row here.
+
+
+def _executed_count(size, filters=(32, 64, 128), blocks=1):
+    """FLOPs the library graph runs (hand count): upsampling convs as 2x2 phase convs, the blocked head."""
+    padded = -(-size // 4) * 4
+    f1, f2, f3 = filters
+    convs = _hand_count(1, size, size, filters, blocks)[:-3]
+    low = padded // 4
+    convs.append(2 * 4 * f3 * 4 * f2 * (low + 1) ** 2)  # up1: [2, 2, f3, 4 f2] on the edge-padded low-res map.
+    convs.append(2 * 4 * f2 * 4 * f1 * (2 * low + 1) ** 2)  # up2
+    convs.append(2 * 12 * 12 * f1 * 48 * (padded // 4) ** 2)  # head: stride 4, 12x12, 48 channels.
+    return sum(convs)
+
+
+def test_executed_flops_of_the_library_graph():
+    model = _transformer()
+    counts = benchmark_fast.executed_conv_flops(model, (1, 512, 512, 3))
+    assert sum(c.flops for c in counts) == _executed_count(512, blocks=5)
+    assert [c.kernel_shape for c in counts[-3:]] == [(2, 2, 128, 256), (2, 2, 64, 128), (12, 12, 32, 48)]
+    # The phase convs do 2.25x fewer FLOPs than the upsampling 3x3 convs they replace (up to the 1-pixel border).
+    architecture = benchmark_fast.transformer_conv_flops(model, (1, 512, 512, 3))
+    assert sum(c.flops for c in architecture[-3:-1]) / sum(c.flops for c in counts[-3:-1]) == \
+        pytest.approx(2.25, rel=0.02)
+
+
+def test_graph_conv_flops_refuses_loops():
+    with pytest.raises(ValueError, match="While"):
+        benchmark_fast.graph_conv_flops(
+            lambda x: tf.map_fn(lambda image: tf.nn.conv2d(image[None], tf.ones([3, 3, 3, 4]), 1, "SAME")[0], x,
+                                fn_output_signature=tf.TensorSpec([None, None, 4])), (2, 8, 8, 3))
 
 
 def test_inference_suite_rejects_unknown_variants():
@@ -262,4 +301,4 @@ def test_script_runs_the_fast_inference_suite_without_the_peak(small_model_path,
                         "--variants", "--warmup", "0", "--repeats", "1", "--no-peak", "--json", str(output)]) == 0
     data = json.loads(output.read_text())
     assert data["suite"] == "fast-inference" and list(data["tables"]) == ["inference"]
-    assert [row["percent_of_peak"] for row in data["tables"]["inference"]] == [None] * 4
+    assert [row["percent_of_peak"] for row in data["tables"]["inference"]] == [None] * 6

@@ -147,6 +147,18 @@ def test_savedmodel_runs_without_nst_tf_and_matches_keras(net, exported, tmp_pat
         assert np.abs(decode(output).astype(int) - expected).max() <= 1
 
 
+def test_savedmodel_runs_the_inference_graph_without_xla(exported):
+    _, loaded = exported
+    graph_def = loaded.signatures[export.SIGNATURE_IMAGES].graph.as_graph_def()
+    nodes = list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
+    ops = {node.op for node in nodes}
+    # nst_tf.inference: oneDNN's batch norm as instance norm, the blocked head; a real tensorflow_model_server
+    # runs no XLA JIT by default, so nothing may require it.
+    assert {"FusedBatchNormV3", "DepthToSpace"} <= ops
+    assert not any(op.startswith("Xla") for op in ops)
+    assert not any(function.attr["_XlaMustCompile"].b for function in graph_def.library.function)
+
+
 def rejects(function, match, **inputs):
     with pytest.raises(tf.errors.InvalidArgumentError, match=match):
         function(**inputs)

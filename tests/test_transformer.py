@@ -114,6 +114,16 @@ def test_bad_arguments():
 def test_stylize_image(net):
     single = stylize_image(net, _image(12, 10)[0])
     assert single.shape == (1, 12, 10, 3) and single.dtype == np.float32
+    batch = _smooth_image(20, 28)
+    # The compiled inference graph (nst_tf.inference) computes the Keras call up to float rounding.
+    np.testing.assert_allclose(stylize_image(net, batch), net(batch), atol=5e-3, rtol=0)
+    bf16 = stylize_image(net, batch, precision="bfloat16")
+    assert bf16.dtype == np.float32 and 0 < np.abs(bf16 - net(batch)).mean() < 3
+    with pytest.raises(ConfigError, match="precision"):
+        stylize_image(net, batch, precision="float16")
+    with pytest.raises(ConfigError, match="TransformerNet models only"):
+        stylize_image(lambda images: images, batch, precision="bfloat16")
+    np.testing.assert_array_equal(stylize_image(lambda images: 255 - images, batch), 255 - batch)  # Called as is.
     with pytest.raises(ImageError, match="too small"):
         stylize_image(net, _image(3, 10))
     with pytest.raises(ImageError, match="shape"):

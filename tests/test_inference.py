@@ -1,0 +1,212 @@
+"""Tests of nst_tf.inference: the compiled inference graph equals the Keras call of a TransformerNet."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT  # noqa: I001
+from nst_tf import inference
+from nst_tf.errors import ConfigError
+from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
+from nst_tf.transformer import TransformerNet, load_transformer, stylize_image
+
+SHIPPED = ROOT / "saved_models" / "starry_night" / "starry_night.keras"
+# float32 rounding: the graph sums in another order (phase kernels, blocked head, oneDNN's
+# batch norm), measured at most 2e-3 of a pixel level on [0, 255] (own statistics) for sides >= 16 px;
+# smaller images have 2 x 2 bottleneck maps whose few-pixel statistics amplify rounding (6e-3 at 8 x 12).
+ATOL = 5e-3
+# Given statistics of another image can be far from the image's own, which amplifies rounding
+# in near-constant channels: measured at most 0.04 levels, mean 1e-4.
+ATOL_GIVEN, MEAN_GIVEN = 0.1, 1e-3
+
+
+def _photo(shape, seed=0):
+    """Smooth random 'photos' float32 in [0, 255] (coarse noise, bilinearly upsampled)."""
+    batch, height, width, _ = shape
+    coarse = np.random.default_rng(seed).uniform(0, 255, (batch, max(2, height // 8), max(2, width // 8), 3))
+    return tf.image.resize(coarse.astype("float32"), (height, width)).numpy()
+
+
+def _random_net(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = TransformerNet(**kwargs)
+    model.build((None, None, None, 3))
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:  # Keras' zero biases and unit gammas would hide a dropped or misplaced term.
+        if weight.path.endswith(("bias", "beta")):
+            weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
+        elif weight.path.endswith("gamma"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def net():
+    return _random_net()
+
+
+@pytest.fixture(scope="module")
+def graph(net):
+    return TransformerInference(net)
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 50, 3), (2, 32, 48, 3), (1, 33, 17, 3), (3, 16, 20, 3)])
+def test_equals_the_keras_call(net, graph, shape):
+    x = _photo(shape, seed=shape[1])
+    out = graph(x)
+    assert out.shape == shape and out.dtype == tf.float32
+    np.testing.assert_allclose(out, net(x), atol=ATOL, rtol=0)
+
+
+def test_returned_and_given_statistics_match_the_keras_call(net, graph):
+    thumbnail, x = _photo((1, 24, 32, 3), seed=1), _photo((1, 40, 44, 3), seed=2)
+    _, expected = net(thumbnail, return_statistics=True)
+    _, statistics = graph(thumbnail, return_statistics=True)
+    (means, variances), (want_means, want_variances) = (graph.flatten_statistics(s) for s in (statistics, expected))
+    assert len(means) == len(want_means) == 15
+    for mean, variance, want_mean, want_variance in zip(means, variances, want_means, want_variances):
+        assert mean.shape == want_mean.shape == variance.shape
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(variance, want_variance, rtol=1e-3, atol=1e-5)
+    reference = net(x, statistics=expected)
+    for given in (expected, statistics):  # The model's statistics and the graph's own are interchangeable.
+        out = graph(x, statistics=given)
+        np.testing.assert_allclose(out, reference, atol=ATOL_GIVEN, rtol=0)
+        assert float(np.abs(out - reference).mean()) < MEAN_GIVEN
+    # Statistics of one image apply to each image of a batch, as in the Keras call.
+    batch = np.concatenate([x, x[:, ::-1]])
+    np.testing.assert_allclose(graph(batch, statistics=expected), net(batch, statistics=expected),
+                               atol=ATOL_GIVEN, rtol=0)
+
+
+def test_a_batch_equals_its_images_one_by_one(graph):
+    x = _photo((3, 20, 28, 3), seed=3)
+    whole = graph(x).numpy()
+    for index in range(3):
+        np.testing.assert_array_equal(whole[index:index + 1], graph(x[index:index + 1]))
+
+
+def test_traced_once_for_every_size_and_batch(net):
+    graph = TransformerInference(net)
+    for shape in [(1, 16, 16, 3), (2, 21, 13, 3), (1, 64, 40, 3), (1, 9, 4, 3)]:
+        assert graph(np.zeros(shape, np.float32)).shape == shape
+    assert graph.stylize.experimental_get_tracing_count() == 1
+    statistics = graph(np.zeros((1, 16, 16, 3), np.float32), return_statistics=True)[1]
+    for shape in [(1, 16, 16, 3), (2, 20, 12, 3)]:
+        graph(np.zeros(shape, np.float32), statistics=statistics)
+    assert graph.stylize_with_statistics.experimental_get_tracing_count() == 1
+
+
+def test_stylize_image_reuses_one_cached_graph_per_model_and_precision(net):
+    assert inference_graph(net) is inference_graph(net)
+    assert inference_graph(net, "bfloat16") is not inference_graph(net)
+    stylize_image(net, _photo((1, 12, 20, 3)))
+    stylize_image(net, _photo((1, 28, 16, 3)))
+    assert inference_graph(net).stylize.experimental_get_tracing_count() == 1
+
+
+def test_the_cache_does_not_keep_models_alive():
+    import gc
+
+    model = _random_net(seed=3, filters=(4, 8, 8), num_residual_blocks=1)
+    stylize_image(model, _photo((1, 16, 16, 3)))
+    assert model in inference._CACHE
+    count = len(inference._CACHE)
+    del model
+    gc.collect()
+    assert len(inference._CACHE) == count - 1
+
+
+@pytest.mark.parametrize("options", [{"phase_upsampling": False}, {"head_block": 1}, {"head_block": 2}])
+def test_each_rewrite_alone_is_exact(net, options):
+    x = _photo((1, 36, 28, 3), seed=4)
+    np.testing.assert_allclose(TransformerInference(net, **options)(x), net(x), atol=ATOL, rtol=0)
+
+
+def test_other_network_sizes(net):
+    small = _random_net(seed=1, filters=(8, 16, 16), num_residual_blocks=0)
+    x = _photo((2, 22, 30, 3), seed=5)
+    np.testing.assert_allclose(TransformerInference(small)(x), small(x), atol=ATOL, rtol=0)
+
+
+def test_follows_weight_changes(net):
+    model = _random_net(seed=2, filters=(4, 8, 8), num_residual_blocks=1)
+    graph = TransformerInference(model)
+    x = _photo((1, 16, 16, 3), seed=6)
+    before = graph(x).numpy()
+    model.head.conv.kernel.assign(model.head.conv.kernel * 2.0)
+    after = graph(x).numpy()
+    assert np.abs(after - before).max() > 1
+    np.testing.assert_allclose(after, model(x), atol=ATOL, rtol=0)
+
+
+def test_bfloat16_graph(net):
+    x = _photo((1, 32, 32, 3), seed=7)
+    graph = inference_graph(net, "bfloat16")
+    out = graph(x)
+    assert graph.compute_dtype == tf.bfloat16 and out.dtype == tf.float32
+    assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 255
+    difference = np.abs(out - net(x))
+    assert 0 < difference.mean() < 3  # bfloat16 keeps 8 bits of mantissa; the statistics stay float32.
+    recast = TransformerNet.from_config({**net.get_config(), "dtype": "mixed_bfloat16"})
+    recast.build((None, None, None, 3))
+    recast.set_weights(net.get_weights())
+    assert inference_graph(recast).compute_dtype == tf.bfloat16  # The policy's compute dtype by default.
+    np.testing.assert_allclose(inference_graph(recast)(x), out, atol=0)
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
+def test_shipped_starry_night():
+    model = load_transformer(SHIPPED)
+    graph = TransformerInference(model)
+    x = _photo((1, 97, 130, 3), seed=8)
+    np.testing.assert_allclose(graph(x), model(x), atol=ATOL, rtol=0)
+    _, statistics = model(_photo((1, 48, 64, 3), seed=9), return_statistics=True)
+    out, reference = graph(x, statistics=statistics), model(x, statistics=statistics)
+    np.testing.assert_allclose(out, reference, atol=ATOL_GIVEN, rtol=0)
+    assert float(np.abs(out - reference).mean()) < MEAN_GIVEN
+
+
+@pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC"])
+@pytest.mark.parametrize("pad", [1, 2, 4])
+def test_pad_spatial_equals_tf_pad(mode, pad):
+    x = tf.constant(np.random.default_rng(pad).standard_normal((2, 7, 9, 3)).astype("float32"))
+    np.testing.assert_array_equal(pad_spatial(x, pad, mode), tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
+                                                                     mode=mode))
+
+
+def test_phase_kernel_equals_upsample_then_convolve():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((1, 5, 6, 4)))
+    kernel = tf.constant(rng.standard_normal((3, 3, 4, 3)))
+    upsampled = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+    expected = tf.nn.conv2d(tf.pad(upsampled, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"), kernel, 1, "VALID")
+    phases = tf.nn.conv2d(pad_spatial(x, 1, "SYMMETRIC"), phase_kernel(kernel), 1, "VALID")
+    assert phases.shape == (1, 6, 7, 12)
+    np.testing.assert_allclose(inference._interleave_phases(phases), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", [2, 4])
+def test_blocked_kernel_equals_the_plain_convolution(block):
+    rng = np.random.default_rng(block)
+    x = tf.constant(rng.standard_normal((1, 16, 20, 5)))
+    kernel = tf.constant(rng.standard_normal((9, 9, 5, 3)))
+    expected = tf.nn.conv2d(tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT"), kernel, 1, "VALID")
+    blocked = tf.nn.conv2d(tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT"),
+                           blocked_kernel(kernel, block), block, "VALID")
+    np.testing.assert_allclose(tf.nn.depth_to_space(blocked, block), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_arguments(net, graph):
+    with pytest.raises(ConfigError, match="built nst_tf TransformerNet"):
+        TransformerInference(keras.Sequential([keras.layers.Dense(3)]))
+    with pytest.raises(ConfigError, match="needs an nst_tf TransformerNet"):
+        inference_graph(lambda images: images)
+    with pytest.raises(ConfigError, match="compute_dtype"):
+        TransformerInference(net, compute_dtype="float16")
+    with pytest.raises(ConfigError, match="head_block"):
+        TransformerInference(net, head_block=3)
+    with pytest.raises(ConfigError, match="statistics") as info:
+        graph(_photo((1, 16, 16, 3)), statistics=[(tf.zeros([1, 1, 1, 32]), tf.ones([1, 1, 1, 32]))])
+    assert "\n" not in str(info.value) and "Received:" in str(info.value)
