@@ -776,8 +776,7 @@ class OptimizeCase:
     flops: dict
 
     def iteration(self):
-        """One loop iteration as ``nst_tf.optimize`` runs it: copy out the image, step, read the losses."""
-        self.image.numpy()
+        """One loop iteration as ``nst_tf.optimize`` runs it: the step, then read the losses."""
         return {k: float(v) for k, v in self.step().items()}
 
     def forward(self):
@@ -867,8 +866,8 @@ def run_optimize_suite(sizes=(256, 512), backbones=BACKBONE_NAMES, warmup=2, rep
     """Issue 2: seconds per optimization step, GFLOP/s and the fraction of the conv peak.
 
     For each backbone and size, builds the problem with :func:`build_optimize_case`
-    and times, side by side, one loop iteration (``image.numpy()``, the compiled
-    step, reading the losses: what ``nst_tf.optimize`` does per iteration) and the
+    and times, side by side, one loop iteration (the compiled step, reading the
+    losses: what ``nst_tf.optimize`` does per iteration) and the
     objective's forward evaluation alone.
 
     Args:
@@ -950,8 +949,9 @@ def _tracing_count(function):
 
 def _optimize_notes(peak_value, dgrad_peak, rows):
     notes = [
-        "step s: one loop iteration of nst_tf.optimize (Adam): image.numpy(), the compiled make_step step "
-        "(objective, gradient w.r.t. the image, Adam update, clip to [0, 255]), float() of the four losses. "
+        "step s: one loop iteration of nst_tf.optimize (Adam): the compiled make_step step "
+        "(objective, gradient w.r.t. the image, finiteness check, Adam update, clip to [0, 255]), float() of the "
+        "losses. "
         "fwd s: the objective alone (features, Gram matrices, losses), compiled, timed side by side. "
         "retraces: traces of the step's tf.function after its first call (0: never retraced).",
         "conv GFLOP/s = step conv FLOPs / median step seconds; step conv FLOPs = 2 x forward conv FLOPs "
@@ -1013,8 +1013,8 @@ class Variant:
         intra_op, inter_op: int thread-pool sizes (0: TensorFlow's default, the core count).
         jit_compile: bool, XLA-compile the step (``StyleConfig.jit_compile``).
         gram: ``"library"`` (``losses.gram_matrix``, einsum), ``"matmul"`` or ``"symmetric"``.
-        sync: ``"loop"`` (as nst_tf.optimize: copy out the image and read the losses each
-            iteration) or ``"none"`` (call the step only).
+        sync: ``"loop"`` (as nst_tf.optimize: read the losses each iteration) or ``"none"``
+            (call the step only).
         clip: bool, clip the image to [0, 255] after the update (False needs a replica step).
         mode: ``"step"``, ``"forward"`` (objective only) or ``"network"`` (the extractor
             network forward + input gradient, no losses: the conv chain alone).
@@ -1045,7 +1045,7 @@ VARIANTS = {v.name: v for v in (
     Variant("xla", "jit_compile=True on the step", jit_compile=True),
     Variant("inter-op-1", "inter_op_parallelism_threads=1", inter_op=1),
     Variant("intra-op-1", "intra_op_parallelism_threads=1 (one core)", intra_op=1),
-    Variant("no-sync", "no image.numpy() / float() per iteration", sync="none"),
+    Variant("no-sync", "no float() of the losses per iteration", sync="none"),
     Variant("no-clip", "no clip/assign after the update (replica step)", clip=False),
     Variant("avg-pool", "pooling='avg'", pooling="avg"),
     Variant("onednn-off", "TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)", env=(("TF_ENABLE_ONEDNN_OPTS", "0"),)),
@@ -1055,6 +1055,10 @@ VARIANTS = {v.name: v for v in (
     Variant("gram-symmetric+inter-op-1", "both", gram="library", inter_op=1),
     Variant("gram-symmetric+frozen-weights", "both", gram="library",
             env=(("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1"),)),
+    Variant("frozen-weights+inter-op-1", "both: the stylize process (nst_tf.cli.configure_stylize_process)",
+            env=(("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1"),), inter_op=1),
+    Variant("stylize-process+network-only", "frozen-weights+inter-op-1, the extractor network alone",
+            mode="network", env=(("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1"),), inter_op=1),
 )}
 DEFAULT_VARIANTS = tuple(VARIANTS)
 

@@ -83,6 +83,40 @@ def test_non_finite_loss_stops_with_last_finite_image():
     np.testing.assert_array_equal(caught.value.image, CONTENT)
 
 
+def test_step_skips_the_update_on_a_non_finite_gradient():
+    import keras
+    import tensorflow as tf
+
+    image = tf.Variable(np.array([[[[0.0, 4.0, 9.0]]]], np.float32))  # d sqrt(x)/dx is inf at 0.
+    step = optimize.make_step(lambda x: {"total": tf.reduce_sum(tf.sqrt(x))}, image, keras.optimizers.Adam(1.0))
+    values = step()
+    assert float(values["total"]) == 5.0 and not bool(values["updated"])
+    np.testing.assert_array_equal(image.numpy(), [[[[0.0, 4.0, 9.0]]]])  # Still the last finite image.
+    image.assign([[[[1.0, 4.0, 9.0]]]])
+    assert bool(step()["updated"])
+    np.testing.assert_array_equal(step.previous.numpy(), [[[[1.0, 4.0, 9.0]]]])
+    assert np.all(image.numpy() < [[[[1.0, 4.0, 9.0]]]])  # Adam moved every pixel down the gradient.
+
+
+def test_non_finite_gradient_stops_with_a_clear_error(monkeypatch):
+    import tensorflow as tf
+
+    build = optimize.build_objective
+
+    @tf.custom_gradient
+    def poisoned(image):  # The identity, with a NaN gradient.
+        return tf.identity(image), lambda upstream: upstream * np.nan
+
+    def objective_with_bad_gradient(*args, **kwargs):
+        objective, extractor = build(*args, **kwargs)
+        return (lambda image: objective(poisoned(image))), extractor
+
+    monkeypatch.setattr(optimize, "build_objective", objective_with_bad_gradient)
+    with pytest.raises(OptimizationError, match="gradient became non-finite at iteration 1") as caught:
+        optimize.stylize(CONTENT, [STYLE], StyleConfig(iterations=5, **TINY), progress=False)
+    np.testing.assert_array_equal(caught.value.image, CONTENT)
+
+
 def test_original_colors_keep_content_chroma():
     config = StyleConfig(iterations=5, original_colors=True, **TINY)
     content = np.full((1, 24, 32, 3), (120.0, 100.0, 90.0), np.float32)  # In gamut after the swap.
