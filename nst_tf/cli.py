@@ -18,15 +18,34 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _frozen_weights_process():
-    """Lets oneDNN cache reordered conv filters: ~5% faster steps (BENCHMARKS.md, optimize-variants).
+def configure_stylize_process(one_op_at_a_time=True):
+    """TensorFlow settings of a process that only stylizes; call before any op runs.
 
-    Only for processes whose conv weights never change (stylize); it gives wrong results
-    where weights train, so ``train`` never sets it, nor does a call with an explicit
-    ``argv`` (a library user or a test in a process that may also train). Must run
-    before TensorFlow is imported.
+    - ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` lets oneDNN cache its reordered conv filters
+      (~5% faster VGG19 steps). oneDNN reads it once, at the first convolution, so
+      setting it after ``import tensorflow`` works. It gives wrong results where weights
+      train, so ``train`` never sets it, nor does a call with an explicit ``argv`` (a
+      library user or a test in a process that may also train).
+    - ``one_op_at_a_time``: one inter-op thread. A VGG op already uses every core, and
+      two concurrent ops (a Gram matrix beside the next convolution) slow each other
+      down: VGG19 steps 0.3-4.6% faster. SqueezeNet's small parallel branches are 3.6%
+      slower with it, so the CLI leaves it off for that backbone.
+
+    BENCHMARKS.md, ``optimize-variants``, has the measurements. A user's own setting of
+    either is kept.
+
+    Args:
+        one_op_at_a_time: bool, set ``inter_op_parallelism_threads`` to 1.
     """
     os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
+    import tensorflow as tf
+
+    if one_op_at_a_time and not os.environ.get("TF_NUM_INTEROP_THREADS"):
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # The runtime has started already: keep its thread pools.
+            pass
+
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -64,7 +83,7 @@ def _ints(text):
 def add_stylize_arguments(parser):
     """Flags of ``stylize``. Each algorithm flag sets the StyleConfig field of the same name;
     flags left out take the preset's value, else the StyleConfig default (shown in brackets)."""
-    from nst_tf.config import COLOR_MATCH_MODES, INIT_MODES, OPTIMIZERS, PRECISIONS, PRESETS, StyleConfig
+    from nst_tf.config import COLOR_MATCH_MODES, INIT_MODES, LBFGS_SOLVERS, OPTIMIZERS, PRECISIONS, PRESETS, StyleConfig
 
     d = StyleConfig()
     io = parser.add_argument_group("files")
@@ -108,7 +127,10 @@ def add_stylize_arguments(parser):
     arg("--backbone", "feature network", choices=("vgg19", "vgg16", "squeezenet1_1"))
     arg("--weights", "'imagenet' (Keras cache; downloads once), a weights file, or 'none' (random)", type=_weights)
     arg("--pooling", "pooling layers", choices=("max", "avg"))
-    arg("--precision", "feature network precision; losses stay float32", choices=tuple(PRECISIONS))
+    arg("--precision", "feature network precision; losses stay float32 (with --model: the network's, "
+        "float32 or bfloat16; default: as saved)", choices=tuple(PRECISIONS))
+    arg("--scale-precisions", "one --precision per --scales entry, e.g. bfloat16,bfloat16,float32 "
+        "(None: --precision at each)", type=_names)
     arg("--jit-compile", "compile the step with XLA", action="store_true")
     arg("--content-layers", "comma-separated layer names (None: backbone default)", type=_names)
     arg("--style-layers", "comma-separated layer names (None: backbone default)", type=_names)
@@ -116,13 +138,16 @@ def add_stylize_arguments(parser):
     arg("--content-weight", "content loss weight (None: backbone default)", type=float)
     arg("--style-weight", "style loss weight (None: backbone default)", type=float)
     arg("--tv-weight", "total variation weight (None: backbone default)", type=float)
-    arg("--optimizer", "adam, or lbfgs (SciPy L-BFGS-B, pixels bounded to [0, 255])", choices=OPTIMIZERS)
+    arg("--optimizer", "adam, or lbfgs (see --lbfgs-solver; pixels bounded to [0, 255])", choices=OPTIMIZERS)
     arg("--iterations", "optimizer iterations (per scale unless --scale-iterations)", type=int)
     arg("--learning-rate", "Adam step size, pixel units of [0, 255]", type=float)
     arg("--adam-beta-1", "Adam beta_1", type=float)
     arg("--adam-beta-2", "Adam beta_2", type=float)
     arg("--adam-epsilon", "Adam epsilon, pixel units", type=float)
     arg("--lbfgs-memory", "L-BFGS correction pairs kept", type=int)
+    arg("--lbfgs-solver", "scipy (L-BFGS-B, float64 on the host) or tf (projected L-BFGS, one compiled graph "
+        "per iteration, float32; about half the time per iteration where the network is cheap)",
+        choices=LBFGS_SOLVERS)
     arg("--init", f"{', '.join(INIT_MODES)}, or an image path")
     arg("--seed", "random seed; CPU runs repeat exactly", type=int)
     arg("--original-colors", "keep the content's colours: luminance-only transfer", action="store_true")
@@ -221,10 +246,17 @@ def run_fast_stylize(args):
         targets = [output]
     for target in targets:
         images.check_output_path(target)
+    precision = getattr(args, "precision", None)
+    if precision is not None and precision not in transformer.INFERENCE_PRECISIONS:
+        raise ConfigError(f"--precision with --model must be one of {', '.join(transformer.INFERENCE_PRECISIONS)}. "
+                          f"Received: precision={precision}")
     model = transformer.load_stylizer(args.model)
     if args.tile and not isinstance(model, transformer.TransformerNet):
         raise ConfigError(f"--tile needs the .keras file of the network (tiles share its normalization "
                           f"statistics). Received: model='{args.model}'")
+    if precision is not None and not isinstance(model, transformer.TransformerNet):
+        raise ConfigError(f"--precision needs the .keras file of the network; a SavedModel runs in the precision "
+                          f"it was exported with. Received: model='{args.model}', precision={precision}")
     size = getattr(args, "image_size", None)
     photos = [images.load_image(p, max_size=size, min_size=transformer.MIN_INPUT_SIZE) for p in inputs]
     start = time.perf_counter()
@@ -237,9 +269,11 @@ def run_fast_stylize(args):
             chunk = indices[first:first + args.batch_size]
             if args.tile and max(photos[chunk[0]].shape[1:3]) > args.tile:
                 for i in chunk:
-                    results[i] = transformer.stylize_tiled(model, photos[i], args.tile, args.overlap)
+                    results[i] = transformer.stylize_tiled(model, photos[i], args.tile, args.overlap,
+                                                           precision=precision)
             else:
-                batch = transformer.stylize_image(model, np.concatenate([photos[i] for i in chunk]))
+                batch = transformer.stylize_image(model, np.concatenate([photos[i] for i in chunk]),
+                                                  precision=precision)
                 for i, result in zip(chunk, batch):
                     results[i] = result[None]
     for photo, result, target in zip(photos, results, targets):
@@ -313,16 +347,19 @@ def _stylize_parser(prog=None):
 
 def stylize_main(argv=None):
     """``python scripts/stylize.py``: parse flags, stylize, return the exit status."""
-    if argv is None:
-        _frozen_weights_process()
     args = _stylize_parser("stylize.py").parse_args(argv)
+    if argv is None:
+        configure_stylize_process(_one_op_at_a_time(args))
     return _run(run_stylize, args)
+
+
+def _one_op_at_a_time(args):
+    # SqueezeNet's fire modules have parallel branches too small to fill both cores alone.
+    return getattr(args, "backbone", None) != "squeezenet1_1"
 
 
 def main(argv=None):
     """``nst-tf SUBCOMMAND ...``: returns the exit status."""
-    if argv is None and sys.argv[1:2] == ["stylize"]:
-        _frozen_weights_process()
     parser = argparse.ArgumentParser(prog="nst-tf", description="Neural style transfer on TensorFlow/Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
     stylize = sub.add_parser("stylize", help="stylize a photo by optimization", epilog=_stylize_epilog(),
@@ -337,6 +374,8 @@ def main(argv=None):
     add_export_arguments(export)
     export.set_defaults(run=run_export)
     args = parser.parse_args(argv)
+    if argv is None and args.command == "stylize":
+        configure_stylize_process(_one_op_at_a_time(args))
     return _run(args.run, args)
 
 

@@ -12,6 +12,7 @@ Transfer"): coarse-to-fine (sec. 6), colour (sec. 5: luminance-only transfer and
 colour matching) and spatial control with guided Gram matrices (sec. 4).
 """
 
+import copy
 import dataclasses
 import math
 import time
@@ -299,28 +300,36 @@ def _run_adam(objective, start, iterations, config, run, scale):
     return image.numpy(), None
 
 
-def _run_lbfgs(objective, start, iterations, config, run, scale):
+def _run_lbfgs(objective, start, iterations, config, run, scale, solvers=None):
+    if config.lbfgs_solver == "tf":
+        return _run_lbfgs_tf(objective, start, iterations, config, run, scale, solvers)
     import scipy.optimize
 
     shape = start.shape
     value_and_gradient = make_value_and_gradient(objective, config.jit_compile)
-    latest = {"x": start.astype(np.float64).ravel(), "values": None}
+    latest = {"x": start.astype(np.float64).ravel(), "values": None, "image": None}
 
     def fun(x):
-        values, gradient = value_and_gradient(tf.constant(x.reshape(shape), tf.float32))
+        image = tf.constant(x.reshape(shape), tf.float32)  # One float64 -> float32 copy, reused below.
+        values, gradient = value_and_gradient(image)
         values = {k: float(v) for k, v in values.items()}
-        run.check(values, x.reshape(shape).astype(np.float32))
-        latest["values"] = values
-        return values["total"], gradient.numpy().astype(np.float64).ravel()
+        run.check(values, image.numpy())  # A view of the tensor's buffer on CPU, no copy.
+        gradient = gradient.numpy().astype(np.float64).ravel()
+        if not math.isfinite(gradient.sum()):  # A sum is non-finite when any element is.
+            run.diverged(values, image.numpy())
+        latest["values"], latest["image"] = values, image
+        return values["total"], gradient
 
     def callback(intermediate_result):
+        # L-BFGS-B's last evaluation before a new iterate is that iterate: its image is already a tensor.
         latest["x"] = intermediate_result.x
-        run.record(latest["values"], tf.constant(intermediate_result.x.reshape(shape), tf.float32), scale)
+        run.record(latest["values"], latest["image"], scale)
 
     try:
         # Tolerances 0: run the requested iterations, as neural-style does (tolFun = tolX = -1).
+        # Bounds as one Bounds object: a list of per-pixel tuples costs SciPy ~1 s more per call at 512 px.
         scipy.optimize.minimize(
-            fun, latest["x"], jac=True, method="L-BFGS-B", bounds=[(0.0, 255.0)] * latest["x"].size,
+            fun, latest["x"], jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(0.0, 255.0),
             callback=callback,
             options={"maxiter": iterations, "maxfun": 2 * iterations + 20, "maxcor": config.lbfgs_memory,
                      "ftol": 0.0, "gtol": 0.0},
@@ -328,6 +337,67 @@ def _run_lbfgs(objective, start, iterations, config, run, scale):
     except (KeyboardInterrupt, StopOptimization) as stop:
         return latest["x"].reshape(shape).astype(np.float32), stop
     return latest["x"].reshape(shape).astype(np.float32), None
+
+
+def _run_lbfgs_tf(objective, start, iterations, config, run, scale, solvers=None):
+    """L-BFGS of :mod:`nst_tf.lbfgs`: each iteration one graph, the image never leaves the device.
+
+    ``solvers`` (a dict kept across the scales of one :func:`stylize` call) holds one solver
+    per feature extractor, reset to each new scale, so its graph is traced only once.
+    """
+    from nst_tf import lbfgs
+
+    key = id(objective.extractor)
+    if solvers is not None and key in solvers:
+        slots, solver = solvers[key]
+        slots.load(objective)
+        solver.reset(start)
+    else:
+        slots = _TargetSlots(objective)
+        solver = lbfgs.ProjectedLBFGS(make_value_and_gradient(slots.objective), start,
+                                      memory=config.lbfgs_memory, jit_compile=config.jit_compile)
+        if solvers is not None:
+            solvers[key] = (slots, solver)
+    try:
+        values, finite = solver.start()
+        if not bool(finite):
+            run.diverged({k: float(v) for k, v in values.items()}, start)
+        for _ in range(iterations):
+            values, finite = solver.step()
+            values = {k: float(v) for k, v in values.items()}
+            if not bool(finite):
+                # The line search never moves to a non-finite point: x is the last finite image.
+                run.diverged(values, solver.x.numpy())
+            # A tensor of this scale's static shape (the variable's is size-free); no copy on CPU.
+            run.record(values, solver.x.read_value(), scale)
+    except (KeyboardInterrupt, StopOptimization) as stop:
+        return solver.x.numpy(), stop
+    return solver.x.numpy(), None
+
+
+class _TargetSlots:
+    """A copy of a StyleObjective whose targets live in size-free variables.
+
+    A graph traced on ``objective`` (content features ``[1, h, w, c]``, Gram matrices
+    ``[K, c, c]``, region masks ``[1, h, w, K]``) serves every scale of a coarse-to-fine
+    run: :meth:`load` puts the next scale's targets in place instead of tracing anew.
+    """
+
+    def __init__(self, objective):
+        def free(tensor):
+            return tf.Variable(tensor, trainable=False, shape=tf.TensorShape([None] * tensor.shape.rank))
+
+        self.objective = copy.copy(objective)
+        self.objective.content_targets = {n: free(t) for n, t in objective.content_targets.items()}
+        # Gram matrices keep their shape at every scale; a static shape keeps the region count static.
+        self.objective.style_grams = {n: tf.Variable(g, trainable=False) for n, g in objective.style_grams.items()}
+        if objective.region_masks is not None:
+            self.objective.region_masks = {n: free(m) for n, m in objective.region_masks.items()}
+
+    def load(self, objective):
+        for name in ("content_targets", "style_grams", "region_masks"):
+            for key, variable in (getattr(self.objective, name) or {}).items():
+                variable.assign(getattr(objective, name)[key])
 
 
 def stylize(content, styles, config=StyleConfig(), callbacks: Sequence[Callable] = (), progress=True,
@@ -347,7 +417,9 @@ def stylize(content, styles, config=StyleConfig(), callbacks: Sequence[Callable]
             1-based iteration (counted over all scales), the image tensor and a dict of floats;
             one may raise :class:`StopOptimization` to end the run there.
         progress: show a tqdm progress bar with the losses and iterations per second.
-        extractor: optional prebuilt FeatureExtractor (reused across calls and scales).
+        extractor: optional prebuilt FeatureExtractor (reused across calls and scales) at
+            ``config.precision``; scales of another precision (``config.scale_precisions``)
+            build their own.
         region_mask: optional float32 ``[1, H, W, K]`` one-hot regions for spatial control;
             then ``len(styles) == K`` and region ``k`` takes style ``k``.
 
@@ -364,21 +436,29 @@ def stylize(content, styles, config=StyleConfig(), callbacks: Sequence[Callable]
     extractor = extractor or make_extractor(config)
     target_content, target_styles = _colour_inputs(content, styles, config)
     plan = config.scale_plan()
+    # One feature network per precision of the schedule; the caller's serves config.precision.
+    extractors = {config.precision: extractor}
+    solvers = {}  # L-BFGS solvers kept across scales (lbfgs_solver="tf"), one per extractor.
     bar = _progress_bar(sum(n for _, n in plan), progress)
     history, seconds, image, interrupted = [], 0.0, config.init, False
     try:
-        for scale, iterations in plan:
+        for (scale, iterations), precision in zip(plan, config.precision_plan()):
+            if precision not in extractors:
+                extractors[precision] = make_extractor(dataclasses.replace(config, precision=precision))
             ratio = scale / max(content.shape[1:3])
             scaled_content = _rescale(target_content, ratio)
             scaled_styles = [_rescale(style, ratio) for style in target_styles]
             scaled_mask = None if region_mask is None else _rescale_mask(region_mask, scaled_content.shape[1:3])
-            objective, _ = build_objective(scaled_content, scaled_styles, config, extractor, scaled_mask)
+            objective, _ = build_objective(scaled_content, scaled_styles, config, extractors[precision],
+                                           scaled_mask)
             start = initial_image(scaled_content, scaled_styles, image, config.seed)
             run = _Run(config, callbacks, bar, len(history), start)
             begin = time.perf_counter()
-            optimizer = _run_adam if config.optimizer == "adam" else _run_lbfgs
             try:
-                image, stop = optimizer(objective, start, iterations, config, run, scale)
+                if config.optimizer == "adam":
+                    image, stop = _run_adam(objective, start, iterations, config, run, scale)
+                else:
+                    image, stop = _run_lbfgs(objective, start, iterations, config, run, scale, solvers)
             except OptimizationError as error:
                 error.image = None if error.image is None else finish_image(error.image, content, config)
                 raise

@@ -25,6 +25,31 @@ def test_time_to_quality_reports_each_solver_against_the_adam_target(assets):
     assert "| lbfgs |" in result.to_markdown()
 
 
+def test_time_to_quality_runs_the_graph_solver_with_a_precision_schedule(assets):
+    result = benchmark_controls.time_to_quality(
+        assets, "squeezenet1_1", size=64, baseline_iterations=20, budget_factor=20.0,
+        candidates={"lbfgs tf, 56 -> 64 px": dict(optimizer="lbfgs", lbfgs_solver="tf", scales=(56, 64),
+                                                 scale_iterations=(10, 40), scale_precisions=("bfloat16", "float32"))})
+    baseline, tf_solver = result.tables["ttq"].rows
+    assert tf_solver["reached"] and tf_solver["objective"] <= baseline["objective"] * 1.0005
+    assert tf_solver["iterations"] > 10  # It got past the coarse scale: the target is judged at 64 px only.
+
+
+def test_default_candidates_are_valid_configs_ending_in_float32():
+    from nst_tf.config import StyleConfig
+
+    for backbone in ("squeezenet1_1", "vgg19"):
+        candidates = benchmark_controls.default_candidates(backbone, 512)
+        assert any(c.get("lbfgs_solver") == "scipy" or "lbfgs_solver" not in c for c in candidates.values())
+        for name, overrides in candidates.items():
+            config = StyleConfig(**overrides)
+            assert config.output_size == 512 and config.precision_plan()[-1] == "float32", name
+            if config.scales:
+                assert config.scales == (64, 128, 256, 512) and config.scale_iterations[-1] == 1000, name
+    assert "bfloat16" in benchmark_controls.default_candidates("vgg19", 512)[
+        "lbfgs tf (m=5), scales 64,128,256,512, 200 its per coarse scale, bfloat16 below 512 px"]["scale_precisions"]
+
+
 def test_precision_comparison_runs_both_precisions(assets):
     result = benchmark_controls.precision_comparison(assets, "squeezenet1_1", sizes=(64,), iterations=5,
                                                      loss_size=64, warmup=1, repeats=2)

@@ -211,11 +211,30 @@ def test_model_from_a_savedmodel_folder(tiny_network, photo, tmp_path, capsys):
     assert cli.stylize_main(["--model", str(version), "--content", str(photo), "--output", str(out)]) == 0
     expected = np.asarray(net(images.load_image(photo)))
     np.testing.assert_allclose(images.load_image(out), expected, atol=1.5)
+    code, _, err = run_cli(["--model", str(version), "--content", str(photo), "--output", str(tmp_path / "o.png"),
+                            "--precision", "bfloat16"], capsys)
+    assert code == 2 and "--precision needs the .keras file" in err and not (tmp_path / "o.png").exists()
+
+
+def test_model_in_bfloat16(tiny_network, photo, tmp_path, capsys):
+    from nst_tf.inference import inference_graph
+
+    net, path = tiny_network
+    out = tmp_path / "bf16.png"
+    assert cli.stylize_main(["--model", str(path), "--content", str(photo), "--output", str(out),
+                             "--precision", "bfloat16"]) == 0
+    content = images.load_image(photo)
+    reference = np.asarray(net(content))
+    # The bfloat16 graph of the same weights, rounded to uint8 on saving.
+    expected = np.round(np.clip(np.asarray(inference_graph(net, "bfloat16")(content)), 0, 255))
+    np.testing.assert_allclose(images.load_image(out), expected, atol=1)
+    assert np.abs(images.load_image(out) - reference).mean() < 4  # Close to float32, not equal.
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--tile", "16", "--overlap", "10"], "at least twice --overlap"),
     (["--batch-size", "0"], "batch-size must be >= 1"),
+    (["--precision", "float16"], "--precision with --model must be one of float32, bfloat16"),
 ])
 def test_model_bad_flags(tiny_network, photo, tmp_path, capsys, extra, message):
     _, path = tiny_network

@@ -184,7 +184,9 @@ def test_memory_check_fails_early_with_advice():
         memory.check_fits(extractor, (128, 128), config, available=small + 1)
 
 
-def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
+def mask_and_scales_args(tmp_path):
+    """Flags of a tiny two-region, two-scale L-BFGS run on files written to `tmp_path`; returns
+    ``(args, output path, second style path)``."""
     content = tmp_path / "c.png"
     Image.fromarray(CONTENT[0].astype(np.uint8)).save(content)
     style_a, style_b = tmp_path / "a.png", tmp_path / "b.png"
@@ -194,7 +196,13 @@ def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
     args = ["--content", str(content), "--style", str(style_a), str(style_b), "--output", str(out),
             "--mask", str(write_mask(tmp_path / "m.png")), "--backbone", "vgg16", "--weights", "none",
             "--content-layers", "block2_conv1", "--style-layers", "block1_conv1", "--scales", "16,32",
-            "--iterations", "2", "--optimizer", "lbfgs", "--no-progress", "--save-every", "1"]
+            "--iterations", "2", "--optimizer", "lbfgs", "--no-progress"]
+    return args, out, style_b
+
+
+def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
+    args, out, style_b = mask_and_scales_args(tmp_path)
+    args += ["--save-every", "1"]
     assert cli.stylize_main(args) == 0, capsys.readouterr().err
     assert Image.open(out).size == (32, 24)
     assert Image.open(tmp_path / "o_00001.png").size == (32, 24)
