@@ -45,6 +45,9 @@ def _parser():
                               help="seconds per optimization step, GFLOP/s, %% of the conv peak (issue 2)")
     optimize.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides, pixels")
     optimize.add_argument("--backbones", nargs="+", default=["vgg19", "vgg16", "squeezenet1_1"])
+    optimize.add_argument("--stylize-process", action="store_true",
+                          help="apply the stylize command's TensorFlow settings first "
+                               "(nst_tf.cli.configure_stylize_process: frozen oneDNN weights, one inter-op thread)")
 
     variants = sub.add_parser("optimize-variants", parents=[common],
                               help="the step under alternative settings, side by side with a baseline")
@@ -192,6 +195,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if getattr(args, "stylize_process", False):
+        from nst_tf.cli import configure_stylize_process
+
+        configure_stylize_process()
     from nst_tf import benchmark
 
     with contextlib.ExitStack() as stack:

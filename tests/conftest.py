@@ -58,3 +58,25 @@ def photo(tmp_path):
 @pytest.fixture
 def painting(tmp_path):
     return write_image(tmp_path / "painting.png", (36, 36), seed=1)
+
+
+def random_transformer(seed=0, random_biases=True, **kwargs):
+    """A built TransformerNet with seeded random weights.
+
+    ``random_biases``: also draw biases, betas and gammas, whose Keras initial values (zeros,
+    ones) would hide a dropped or misplaced term.
+    """
+    import keras
+
+    from nst_tf.transformer import TransformerNet
+
+    keras.utils.set_random_seed(seed)
+    model = TransformerNet(**kwargs)
+    model.build((None, None, None, 3))
+    rng = np.random.default_rng(seed)
+    for weight in model.weights if random_biases else ():
+        if weight.path.endswith(("bias", "beta")):
+            weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
+        elif weight.path.endswith("gamma"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    return model

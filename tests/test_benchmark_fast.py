@@ -10,32 +10,18 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import random_transformer  # noqa: I001
 from nst_tf import benchmark, benchmark_fast, optimize
 from nst_tf.features import FeatureExtractor
-from nst_tf.transformer import TransformerNet
 
 SMALL = {"filters": (4, 8, 8), "num_residual_blocks": 1}
 TINY_PEAK = ((8, 8, 8, 8),)
 
 
-def _transformer(seed=0, random_biases=False, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = TransformerNet(**kwargs)
-    model.build((None, None, None, 3))
-    if random_biases:  # Keras initializes biases and betas to zero, which would hide a dropped bias.
-        rng = np.random.default_rng(seed)
-        for weight in model.weights:
-            if weight.path.endswith(("bias", "beta")):
-                weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
-            elif weight.path.endswith("gamma"):
-                weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def small_model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "small.keras"
-    _transformer(random_biases=True, **SMALL).save(path)
+    random_transformer(**SMALL).save(path)
     return path
 
 
@@ -59,7 +45,7 @@ def _hand_count(batch, height, width, filters=(32, 64, 128), blocks=5):
 
 @pytest.mark.parametrize("shape", [(1, 64, 64, 3), (2, 30, 42, 3)])
 def test_transformer_conv_flops_match_a_hand_count(shape):
-    counts = benchmark_fast.transformer_conv_flops(_transformer(), shape)
+    counts = benchmark_fast.transformer_conv_flops(random_transformer(random_biases=False), shape)
     assert [c.flops for c in counts] == _hand_count(*shape[:3])
     # 512 px: 80.6 GFLOP, of which the ten residual convs are 60%.
     assert sum(_hand_count(1, 512, 512)) == 80_631_300_096
@@ -92,7 +78,7 @@ def test_graph_conv_flops_refuses_nested_functions():
 
 
 def test_training_step_flops_follow_the_convention():
-    transformer = _transformer(**SMALL)
+    transformer = random_transformer(random_biases=False, **SMALL)
     extractor = FeatureExtractor(["block1_conv2", "block2_conv2"], "vgg16", None)
     counts = benchmark_fast.training_step_flops(transformer, extractor, 2, 16, ["block1_conv2", "block2_conv2"])
     forward_t = _hand_count(2, 16, 16, SMALL["filters"], 1)
@@ -107,7 +93,7 @@ def test_training_step_flops_follow_the_convention():
 
 
 def test_replica_computes_what_the_model_computes():
-    model = _transformer(random_biases=True, **SMALL)
+    model = random_transformer(**SMALL)
     image = tf.constant(benchmark_fast._photo_like((1, 30, 42, 3)))
     expected = model(image).numpy()
     for name in ("replica", "no-bias", "folded-norm", "xla-norm", "xla-fused", "broadcast-upsample", "head-c8",
@@ -178,7 +164,7 @@ def _executed_count(size, filters=(32, 64, 128), blocks=1):
 
 
 def test_executed_flops_of_the_library_graph():
-    model = _transformer()
+    model = random_transformer(random_biases=False)
     counts = benchmark_fast.executed_conv_flops(model, (1, 512, 512, 3))
     assert sum(c.flops for c in counts) == _executed_count(512, blocks=5)
     assert [c.kernel_shape for c in counts[-3:]] == [(2, 2, 128, 256), (2, 2, 64, 128), (12, 12, 32, 48)]

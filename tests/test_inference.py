@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT  # noqa: I001
+from conftest import ROOT, random_transformer  # noqa: I001
 from nst_tf import inference
 from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
@@ -28,22 +28,9 @@ def _photo(shape, seed=0):
     return tf.image.resize(coarse.astype("float32"), (height, width)).numpy()
 
 
-def _random_net(seed=0, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = TransformerNet(**kwargs)
-    model.build((None, None, None, 3))
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:  # Keras' zero biases and unit gammas would hide a dropped or misplaced term.
-        if weight.path.endswith(("bias", "beta")):
-            weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
-        elif weight.path.endswith("gamma"):
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-    return model
-
-
 @pytest.fixture(scope="module")
 def net():
-    return _random_net()
+    return random_transformer()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +96,7 @@ def test_stylize_image_reuses_one_cached_graph_per_model_and_precision(net):
 def test_the_cache_does_not_keep_models_alive():
     import gc
 
-    model = _random_net(seed=3, filters=(4, 8, 8), num_residual_blocks=1)
+    model = random_transformer(seed=3, filters=(4, 8, 8), num_residual_blocks=1)
     stylize_image(model, _photo((1, 16, 16, 3)))
     assert model in inference._CACHE
     count = len(inference._CACHE)
@@ -125,13 +112,13 @@ def test_each_rewrite_alone_is_exact(net, options):
 
 
 def test_other_network_sizes(net):
-    small = _random_net(seed=1, filters=(8, 16, 16), num_residual_blocks=0)
+    small = random_transformer(seed=1, filters=(8, 16, 16), num_residual_blocks=0)
     x = _photo((2, 22, 30, 3), seed=5)
     np.testing.assert_allclose(TransformerInference(small)(x), small(x), atol=ATOL, rtol=0)
 
 
 def test_follows_weight_changes(net):
-    model = _random_net(seed=2, filters=(4, 8, 8), num_residual_blocks=1)
+    model = random_transformer(seed=2, filters=(4, 8, 8), num_residual_blocks=1)
     graph = TransformerInference(model)
     x = _photo((1, 16, 16, 3), seed=6)
     before = graph(x).numpy()
