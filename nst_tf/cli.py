@@ -184,6 +184,8 @@ def run_stylize(args):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
     output = images.check_output_path(args.output)
+    for path in [args.content, *args.style, *([args.mask] if args.mask else [])]:
+        images.check_image_file(path)  # Before the network and its weights are loaded (slow, may fail).
     extractor = optimize.make_extractor(config)
     content, styles = optimize.load_inputs(args.content, args.style, config, extractor.min_input_size)
     region_mask = None

@@ -45,6 +45,38 @@ def _check_int(name, value, minimum, maximum=None, allow_none=False):
                           f"{' or None' if allow_none else ''}. Received: {name}={value!r}")
 
 
+def check_image_file(path):
+    """Checks, without decoding it, that `path` is a non-empty file one could read.
+
+    Lets a command fail on a mistyped input path at once, before slow set-up
+    (building a network, loading its weights) that :func:`load_image` would come after.
+
+    Args:
+        path: str or path-like.
+
+    Returns:
+        pathlib.Path of `path`.
+
+    Raises:
+        ImageError: the file is missing, cannot be accessed, is a directory or is empty.
+    """
+    path = pathlib.Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise _error("Image file not found.", path, "Check the path and its spelling.") from None
+    except OSError as e:
+        raise _error(f"Image file cannot be accessed ({e.strerror}).", path,
+                     "Check the permissions of the file and its folders.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _error("Expected an image file but got a directory.", path,
+                     "Pass the path of an image file.")
+    if info.st_size == 0:
+        raise _error("Image file is empty (0 bytes).", path,
+                     "The file was probably not written completely; export it again.")
+    return path
+
+
 def load_image(path, max_size=None, max_pixels=DEFAULT_MAX_PIXELS, min_size=1):
     """Reads an image file into the library's pixel contract.
 
@@ -76,20 +108,7 @@ def load_image(path, max_size=None, max_pixels=DEFAULT_MAX_PIXELS, min_size=1):
     _check_int("max_size", max_size, 1, allow_none=True)
     _check_int("max_pixels", max_pixels, 1, allow_none=True)
     _check_int("min_size", min_size, 1)
-    path = pathlib.Path(path)
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        raise _error("Image file not found.", path, "Check the path and its spelling.") from None
-    except OSError as e:
-        raise _error(f"Image file cannot be accessed ({e.strerror}).", path,
-                     "Check the permissions of the file and its folders.") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise _error("Expected an image file but got a directory.", path,
-                     "Pass the path of an image file.")
-    if info.st_size == 0:
-        raise _error("Image file is empty (0 bytes).", path,
-                     "The file was probably not written completely; export it again.")
+    path = check_image_file(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns from ~89 megapixels; `max_pixels` below is the documented limit.

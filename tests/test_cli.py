@@ -74,6 +74,8 @@ def bad_inputs(tmp):
         ("output is a folder", with_("--output", str(tmp / "folder")), "director"),
         ("unknown layer", with_("--style-layers", "conv9_9"), "Unknown vgg16 layer"),
         ("missing weights", with_("--weights", str(tmp / "w.h5")), "Weights file not found"),
+        ("inputs checked before the weights", with_("--style", str(tmp / "nope.jpg"), "--weights", str(tmp / "w.h5")),
+         "Image file not found"),
         ("negative weight", with_("--style-weight", "-1"), "style-weight must be"),
         ("non-finite weight", with_("--content-weight", "nan"), "content-weight must be"),
         ("zero iterations", with_("--iterations", "0"), "iterations must be at least 1"),
