@@ -433,11 +433,11 @@ def stylize(content, styles, config=StyleConfig(), callbacks: Sequence[Callable]
     """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    extractor = extractor or make_extractor(config)
     target_content, target_styles = _colour_inputs(content, styles, config)
     plan = config.scale_plan()
-    # One feature network per precision of the schedule; the caller's serves config.precision.
-    extractors = {config.precision: extractor}
+    # One feature network per precision of the schedule, built when first needed; the caller's
+    # serves config.precision.
+    extractors = {} if extractor is None else {config.precision: extractor}
     solvers = {}  # L-BFGS solvers kept across scales (lbfgs_solver="tf"), one per extractor.
     bar = _progress_bar(sum(n for _, n in plan), progress)
     history, seconds, image, interrupted = [], 0.0, config.init, False

@@ -145,6 +145,15 @@ def test_precision_schedule_runs_bfloat16_at_coarse_scales_and_float32_at_the_la
     assert StyleConfig(scales=(16, 32), precision="bfloat16").precision_plan() == ["bfloat16", "bfloat16"]
 
 
+def test_only_the_scheduled_precisions_build_a_feature_network(monkeypatch):
+    built = []
+    original = optimize.make_extractor
+    monkeypatch.setattr(optimize, "make_extractor", lambda config: built.append(config.precision) or original(config))
+    config = StyleConfig(scales=(16, 32), iterations=1, scale_precisions=("bfloat16", "bfloat16"), **TINY)
+    optimize.stylize(CONTENT, [STYLE], config, progress=False)
+    assert config.precision == "float32" and built == ["bfloat16"]
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(scale_precisions=("bfloat16",)), "--scale-precisions needs --scales"),
     (dict(scales=(16, 32), scale_precisions=("bfloat16",)), r"scale-precisions must be one of .* per scale \(2\)"),
