@@ -54,6 +54,8 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.errors import ConfigError
+from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
+from nst_tf.transformer import TransformerNet, _align_padding
 
 HEAD_BLOCK = 4
 """Side of the output blocks the head convolution computes per position (stride of the blocked head)."""
@@ -77,7 +79,6 @@ class _Conv:
 
 def _convs_of(model):
     """The 15 normalized convolutions of a TransformerNet in order, and its head conv layer."""
-    from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
 
     def conv(block, role):
         norm = block.norm
@@ -206,12 +207,6 @@ def _instance_norm(y, gamma, beta, bias, given_mean, given_variance, epsilon):
     return out, given_mean, given_variance
 
 
-def _align_padding(height, width):
-    from nst_tf.transformer import _align_padding as align
-
-    return align(height, width)
-
-
 class TransformerInference(tf.Module):
     """The inference forward pass of a TransformerNet: same outputs, compiled, less work.
 
@@ -250,8 +245,6 @@ class TransformerInference(tf.Module):
 
     def __init__(self, model, compute_dtype=None, phase_upsampling=True, head_block=HEAD_BLOCK):
         super().__init__(name="transformer_inference")
-        from nst_tf.transformer import TransformerNet
-
         if not isinstance(model, TransformerNet) or not model.built:
             raise ConfigError(f"TransformerInference needs a built nst_tf TransformerNet. "
                               f"Received: model of type {type(model).__name__}")
@@ -443,8 +436,6 @@ def inference_graph(model, compute_dtype=None):
     Raises:
         ConfigError: see :class:`TransformerInference`.
     """
-    from nst_tf.transformer import TransformerNet
-
     if not isinstance(model, TransformerNet):
         raise ConfigError(f"inference_graph needs an nst_tf TransformerNet. Received: model of type "
                           f"{type(model).__name__}")
