@@ -436,7 +436,8 @@ def add_train_arguments(parser):
 
     d = TrainConfig(style="", data="", output="x.keras")
     io = parser.add_argument_group("files")
-    io.add_argument("--style", required=True, help="style image")
+    io.add_argument("--style", required=True, nargs="+",
+                    help="style image; several train one multi-style network (conditional instance norm)")
     io.add_argument("--data", required=True, help="folder of training photos (JPEG/PNG/BMP/GIF, recursive)")
     io.add_argument("--output", required=True, help="trained TransformerNet, .keras (written at the end, atomically)")
     io.add_argument("--backup-dir", help="BackupAndRestore folder: rerun the same command to resume a killed run")
@@ -463,6 +464,17 @@ def add_train_arguments(parser):
     t.add_argument("--save-every", type=int, default=d.save_every,
                    help="steps between backups, checkpoints and logs (%(default)s)")
     t.add_argument("--mixed-precision", action="store_true", help="train under the mixed_bfloat16 policy")
+    t.add_argument("--flip", action="store_true", help="random horizontal flips of the training crops")
+    m = parser.add_argument_group("network and styles (Dumoulin et al. 2017)")
+    m.add_argument("--style-names", type=_names, help="comma-separated style names (default: the files' stems)")
+    m.add_argument("--photo-style", action="store_true",
+                   help="add the 'photo' style (content loss only) that the style strength control blends toward")
+    m.add_argument("--width-multiplier", type=float, default=d.width_multiplier,
+                   help="channel width of a new network; 0.5 is Johnson's half width (%(default)s)")
+    m.add_argument("--num-residual-blocks", type=int, default=d.num_residual_blocks,
+                   help="residual blocks of a new network (%(default)s)")
+    m.add_argument("--balance-style-weights", action="store_true",
+                   help="scale --style-weight per style so that every style has the same style loss on the photos")
 
 
 def _train_epilog():

@@ -106,11 +106,12 @@ def _resize_shorter_side(image, size):
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True, seed=None):
+def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True, seed=None, flip=False):
     """Batches of random square crops of photos.
 
     Each photo is decoded, resized (antialiased bilinear) so that its shorter side is
-    `image_size`, and randomly cropped to `image_size` x `image_size`.
+    `image_size`, randomly cropped to `image_size` x `image_size` and, with `flip`,
+    mirrored left-right with probability 1/2.
 
     Args:
         files: sequence of str. Photo paths, e.g. ``scan_photos(folder).files``.
@@ -119,7 +120,8 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
             Defaults to 4 (Johnson 2016).
         shuffle: bool. Shuffle the files anew each pass. Defaults to True.
         repeat: bool. Repeat forever (the training length is set by steps). Defaults to True.
-        seed: int or None. Seeds shuffling and cropping.
+        seed: int or None. Seeds shuffling, cropping and flipping.
+        flip: bool. Random horizontal flips. Defaults to False.
 
     Returns:
         tf.data.Dataset of float32 ``[batch_size, image_size, image_size, 3]``, RGB in
@@ -133,7 +135,10 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
 
     def crop(path, crop_seed):
         image = _resize_shorter_side(_decode(path), image_size)
-        return tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+        image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=crop_seed[::-1])
+        return image
 
     # Stateless crops with one seed per element: reproducible also when decoding runs in parallel.
     crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
@@ -141,6 +146,29 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
     dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def with_random_styles(dataset, num_styles, seed=None):
+    """Pairs every photo of a batched photo dataset with a uniformly random style index.
+
+    Batches therefore mix styles, as multi-style training wants (each example its own
+    style; Dumoulin et al. 2017 train one network on all styles at once).
+
+    Args:
+        dataset: tf.data.Dataset of float32 ``[B, H, W, 3]`` batches (:func:`photo_dataset`).
+        num_styles: int >= 1.
+        seed: int or None. Seeds the style draw.
+
+    Returns:
+        tf.data.Dataset of dicts ``{"images": [B, H, W, 3] float32, "style": [B] int32}``.
+    """
+    draws = tf.data.Dataset.random(seed=None if seed is None else seed + 1)
+
+    def pair(images, numbers):
+        return {"images": images, "style": tf.cast(numbers % num_styles, tf.int32)}
+
+    batch = dataset.element_spec.shape[0]
+    return tf.data.Dataset.zip((dataset, draws.batch(batch))).map(pair)
 
 
 def center_crops(files, image_size):

@@ -29,6 +29,14 @@ frame of a GIF; alpha composited on white (as :func:`nst_tf.images.load_image`);
 EXIF orientation is *not* applied (send pixels through ``serving_default`` when it
 matters).
 
+A multi-style network (:class:`~nst_tf.transformer.TransformerNet` with style
+names) takes the style next to the images: ``serving_default`` and
+``stylize_bytes`` gain a string input ``style`` (one name per image, or one for
+the batch); ``stylize_blend`` takes ``images`` and float32 ``style_weights``
+``[batch or 1, N]`` (blending in the normalization parameters, Dumoulin et al.
+2017); ``style_names`` maps indices to names (see :data:`MULTI_STYLE_SIGNATURES`).
+An unknown name fails the request with ``INVALID_ARGUMENT`` naming the styles.
+
 The SavedModel holds only standard TensorFlow ops and variables: it loads with
 ``tf.saved_model.load`` or ``tensorflow_model_server`` in a process that never
 imports nst_tf.
@@ -46,6 +54,7 @@ import pathlib
 import re
 import shutil
 import time
+import types
 import uuid
 
 import numpy as np
@@ -69,7 +78,32 @@ SIGNATURES = {
     SIGNATURE_IMAGES: (INPUT_IMAGES, OUTPUT_IMAGES),
     SIGNATURE_BYTES: (INPUT_BYTES, OUTPUT_BYTES),
 }
-"""``{signature: (input name, output name)}`` of every exported SavedModel."""
+"""``{signature: (input name, output name)}`` of every exported SavedModel (the image input)."""
+
+SIGNATURE_BLEND = "stylize_blend"
+"""Multi-style networks: signature of uint8 pixels and blend weights over the styles."""
+SIGNATURE_STYLE_NAMES = "style_names"
+"""Multi-style networks: signature that names the styles, for discovery by clients."""
+INPUT_STYLE = "style"
+"""Multi-style input of ``serving_default`` and ``stylize_bytes``: string ``[batch]`` style names
+(or ``[1]``, applied to the whole batch)."""
+INPUT_STYLE_WEIGHTS = "style_weights"
+"""Input of ``stylize_blend``: float32 ``[batch or 1, num_styles]`` blend weights, used as given."""
+INPUT_STYLE_INDEX = "style_index"
+"""Input of ``style_names``: int32 ``[k]`` style indices, 0 to num_styles - 1."""
+OUTPUT_STYLE_NAMES = "style_names"
+"""Output of ``style_names``: string ``[k]``, the names of the given indices."""
+MULTI_STYLE_SIGNATURES = {
+    SIGNATURE_IMAGES: ((INPUT_IMAGES, INPUT_STYLE), OUTPUT_IMAGES),
+    SIGNATURE_BYTES: ((INPUT_BYTES, INPUT_STYLE), OUTPUT_BYTES),
+    SIGNATURE_BLEND: ((INPUT_IMAGES, INPUT_STYLE_WEIGHTS), OUTPUT_IMAGES),
+    SIGNATURE_STYLE_NAMES: ((INPUT_STYLE_INDEX,), OUTPUT_STYLE_NAMES),
+}
+"""``{signature: (input names, output name)}`` of a multi-style network's SavedModel.
+
+The number of styles N is the static last dimension of ``stylize_blend``'s
+``style_weights`` input (GetModelMetadata); ``style_names`` with indices ``0..N-1``
+returns their names, so clients need no list of their own."""
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 """Warm-up requests, relative to a version folder (TF Serving's fixed location)."""
@@ -277,15 +311,40 @@ class StylizeModule(tf.Module):
         from nst_tf.inference import TransformerInference
         from nst_tf.transformer import TransformerNet
 
-        self.model = model
         self.network = TransformerInference(model) if isinstance(model, TransformerNet) else None
+        if self.network is None:
+            self.model = model
+        else:  # The inference graph holds its variables; saving the Keras model too would trace its call.
+            self._untracked = types.SimpleNamespace(model=model)
         self.max_image_size = int(max_image_size)
         self.output_format = output_format
         self.jpeg_quality = int(jpeg_quality)
+        self.style_names = None if self.network is None else self.network.style_names
+        if self.style_names is not None:
+            names = tf.constant(self.style_names)
+            self.style_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(names, tf.range(len(self.style_names), dtype=tf.int32)),
+                default_value=-1)
+            self.style_name_list = tf.Variable(names, trainable=False, name="style_names")
+        self.serving_functions = self._functions()
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_IMAGES)])
-    def stylize_images(self, images):
+    def _stylize_images(self, images):
         """uint8 ``[B, H, W, 3]`` -> ``{"stylized_images": uint8 [B, H, W, 3]}``."""
+        return {OUTPUT_IMAGES: _to_uint8(self._forward(self._checked_images(images)))}
+
+    @property
+    def keras_model(self):
+        """The Keras model this module serves."""
+        return self.model if self.network is None else self._untracked.model
+
+    def _forward(self, pixels, style_weights=None):
+        """float32 ``[B, H, W, 3]`` in [0, 255] -> the stylized images, same shape and range."""
+        if self.network is not None:
+            extra = () if style_weights is None else (style_weights,)
+            return self.network.stylize(pixels, *extra)[0]
+        return self.model(pixels, training=False)
+
+    def _checked_images(self, images):
         # TF Serving feeds tensors without checking them against the signature's shape.
         rank_ok = tf.debugging.Assert(tf.logical_and(tf.equal(tf.rank(images), 4), tf.equal(tf.shape(images)[-1], 3)), [
             "Images must be uint8 [batch, height, width, 3]. Received shape:", tf.shape(images)], name="check_shape")
@@ -293,17 +352,57 @@ class StylizeModule(tf.Module):
             shape = tf.shape(images)
         checks = [_check_batch(shape[0]), _check_sides(shape[1], shape[2], self.max_image_size, "Images")]
         with tf.control_dependencies(checks):
-            pixels = tf.cast(images, tf.float32)
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels))}
+            return tf.cast(images, tf.float32)
 
-    def _forward(self, pixels):
-        """float32 ``[B, H, W, 3]`` in [0, 255] -> the stylized images, same shape and range."""
-        if self.network is not None:
-            return self.network.stylize(pixels)[0]
-        return self.model(pixels, training=False)
+    def _weights_of_names(self, style, batch):
+        """string ``[B or 1]`` style names -> float32 one-hot ``[B, N]``; unknown names fail the request."""
+        count = tf.shape(style)[0]
+        index = self.style_table.lookup(style)
+        known = tf.debugging.Assert(tf.reduce_all(index >= 0), [
+            f"Unknown style name; this model has: {', '.join(self.style_names)}. Received:", style],
+            name="check_style_name", summarize=16)
+        counted = tf.debugging.Assert(tf.logical_or(tf.equal(count, 1), tf.equal(count, batch)), [
+            "Send one style name per image, or one for all. Received names, images:", count, batch],
+            name="check_style_count")
+        with tf.control_dependencies([known, counted]):
+            weights = tf.one_hot(index, len(self.style_names), dtype=tf.float32)
+        return tf.broadcast_to(weights, [batch, len(self.style_names)])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
-    def stylize_bytes(self, image_bytes):
+    def stylize_images_by_name(self, images, style):
+        """uint8 ``[B, H, W, 3]`` and string ``[B or 1]`` names -> ``{"stylized_images": uint8}``."""
+        pixels = self._checked_images(images)
+        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, self._weights_of_names(style, tf.shape(pixels)[0])))}
+
+    def stylize_blend(self, images, style_weights):
+        """uint8 ``[B, H, W, 3]`` and float32 ``[B or 1, N]`` weights -> ``{"stylized_images": uint8}``."""
+        pixels = self._checked_images(images)
+        batch, rows = tf.shape(pixels)[0], tf.shape(style_weights)[0]
+        finite = tf.debugging.Assert(tf.logical_and(
+            tf.reduce_all(tf.math.is_finite(style_weights)), tf.logical_or(tf.equal(rows, 1), tf.equal(rows, batch))), [
+            "style_weights must be finite, one row per image or one for all. Received rows, images:", rows, batch],
+            name="check_style_weights")
+        with tf.control_dependencies([finite]):
+            weights = tf.broadcast_to(style_weights, [batch, len(self.style_names)])
+        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, weights))}
+
+    def stylize_bytes_by_name(self, image_bytes, style):
+        """string ``[B]`` files and string ``[B or 1]`` names -> ``{"stylized_image_bytes": string [B]}``."""
+        with tf.control_dependencies([_check_batch(tf.shape(image_bytes)[0])]):
+            image_bytes = tf.identity(image_bytes)
+        weights = self._weights_of_names(style, tf.shape(image_bytes)[0])
+        encoded = tf.map_fn(lambda item: self._stylize_one(item[0], item[1][None]), (image_bytes, weights),
+                            fn_output_signature=tf.TensorSpec([], tf.string), parallel_iterations=1)
+        return {OUTPUT_BYTES: encoded}
+
+    def names_of_styles(self, style_index):
+        """int32 ``[k]`` indices -> ``{"style_names": string [k]}``."""
+        count = len(self.style_names)
+        ok = tf.debugging.Assert(tf.reduce_all(tf.logical_and(style_index >= 0, style_index < count)), [
+            f"style_index must lie in [0, {count}). Received:", style_index], name="check_style_index")
+        with tf.control_dependencies([ok]):
+            return {OUTPUT_STYLE_NAMES: tf.gather(self.style_name_list, style_index)}
+
+    def _stylize_bytes(self, image_bytes):
         """string ``[B]`` image files -> ``{"stylized_image_bytes": string [B]}`` PNG or JPEG files."""
         with tf.control_dependencies([_check_batch(tf.shape(image_bytes)[0])]):
             image_bytes = tf.identity(image_bytes)
@@ -312,7 +411,7 @@ class StylizeModule(tf.Module):
                             parallel_iterations=1)
         return {OUTPUT_BYTES: encoded}
 
-    def _stylize_one(self, data):
+    def _stylize_one(self, data, style_weights=None):
         height, width = encoded_image_size(data)
         declared_ok = tf.maximum(height, width) <= self.max_image_size
         with tf.control_dependencies([tf.debugging.Assert(declared_ok, [
@@ -322,15 +421,31 @@ class StylizeModule(tf.Module):
         shape = tf.shape(pixels)
         with tf.control_dependencies([_check_sides(shape[0], shape[1], self.max_image_size, "Decoded image")]):
             pixels = tf.identity(pixels)
-        stylized = _to_uint8(self._forward(pixels[None]))[0]
+        stylized = _to_uint8(self._forward(pixels[None], style_weights))[0]
         if self.output_format == "jpeg":
             return tf.io.encode_jpeg(stylized, quality=self.jpeg_quality)
         return tf.io.encode_png(stylized)
 
+    def _functions(self):
+        """``{signature name: tf.function with its input signature}``."""
+        images = tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_IMAGES)
+        files = tf.TensorSpec([None], tf.string, name=INPUT_BYTES)
+        if self.style_names is None:
+            return {SIGNATURE_IMAGES: tf.function(self._stylize_images, input_signature=[images]),
+                    SIGNATURE_BYTES: tf.function(self._stylize_bytes, input_signature=[files])}
+        style = tf.TensorSpec([None], tf.string, name=INPUT_STYLE)
+        weights = tf.TensorSpec([None, len(self.style_names)], tf.float32, name=INPUT_STYLE_WEIGHTS)
+        return {
+            SIGNATURE_IMAGES: tf.function(self.stylize_images_by_name, input_signature=[images, style]),
+            SIGNATURE_BYTES: tf.function(self.stylize_bytes_by_name, input_signature=[files, style]),
+            SIGNATURE_BLEND: tf.function(self.stylize_blend, input_signature=[images, weights]),
+            SIGNATURE_STYLE_NAMES: tf.function(self.names_of_styles, input_signature=[
+                tf.TensorSpec([None], tf.int32, name=INPUT_STYLE_INDEX)]),
+        }
+
     def signatures(self):
         """``{signature name: concrete function}`` for ``tf.saved_model.save``."""
-        return {SIGNATURE_IMAGES: self.stylize_images.get_concrete_function(),
-                SIGNATURE_BYTES: self.stylize_bytes.get_concrete_function()}
+        return {name: function.get_concrete_function() for name, function in self.serving_functions.items()}
 
 
 def warmup_image(size):
@@ -341,7 +456,7 @@ def warmup_image(size):
     return image.astype(np.uint8)
 
 
-def write_warmup_requests(path, model_name, size=DEFAULT_WARMUP_SIZE):
+def write_warmup_requests(path, model_name, size=DEFAULT_WARMUP_SIZE, style_names=None):
     """Writes TF Serving warm-up requests: one ``Predict`` per signature on a `size`-pixel image.
 
     The file is a TFRecord of ``tensorflow.serving.PredictionLog`` protos, which TF
@@ -354,6 +469,8 @@ def write_warmup_requests(path, model_name, size=DEFAULT_WARMUP_SIZE):
         model_name: str. Written into the requests' ``model_spec.name``.
         size: int. Side of the square warm-up image, pixels (<= the export's
             ``max_image_size``, or TF Serving fails to load the version).
+        style_names: list of str or None. A multi-style network's styles: the requests
+            then carry the first style's name (and weights for ``stylize_blend``).
 
     Returns:
         pathlib.Path of the file.
@@ -364,12 +481,22 @@ def write_warmup_requests(path, model_name, size=DEFAULT_WARMUP_SIZE):
     png = tf.io.encode_png(image).numpy()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    requests = [(SIGNATURE_IMAGES, {INPUT_IMAGES: tf.make_tensor_proto(image[None])}),
+                (SIGNATURE_BYTES, {INPUT_BYTES: tf.make_tensor_proto([png], dtype=tf.string)})]
+    if style_names:
+        first = tf.make_tensor_proto([style_names[0]], dtype=tf.string)
+        for _, inputs in requests:
+            inputs[INPUT_STYLE] = first
+        weights = np.zeros((1, len(style_names)), np.float32)
+        weights[0, 0] = 1.0
+        requests.append((SIGNATURE_BLEND, {INPUT_IMAGES: tf.make_tensor_proto(image[None]),
+                                           INPUT_STYLE_WEIGHTS: tf.make_tensor_proto(weights)}))
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, tensor in ((SIGNATURE_IMAGES, tf.make_tensor_proto(image[None])),
-                                  (SIGNATURE_BYTES, tf.make_tensor_proto([png], dtype=tf.string))):
+        for signature, inputs in requests:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
-            request.inputs[SIGNATURES[signature][0]].CopyFrom(tensor)
+            for name, tensor in inputs.items():
+                request.inputs[name].CopyFrom(tensor)
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path
@@ -377,8 +504,9 @@ def write_warmup_requests(path, model_name, size=DEFAULT_WARMUP_SIZE):
 
 def _check_model(model):
     probe = np.zeros((1, 16, 12, 3), np.float32)
+    style = {"style": [0]} if getattr(model, "num_styles", None) else {}
     try:
-        shape = tuple(model(probe, training=False).shape)
+        shape = tuple(model(probe, training=False, **style).shape)
     except Exception as error:  # noqa: BLE001 - any failure means the model breaks the contract.
         raise ConfigError(f"The model cannot stylize a [1, 16, 12, 3] float32 image ({type(error).__name__}: "
                           f"{' '.join(str(error).split())[:200]}). Export a TransformerNet.") from None
@@ -432,7 +560,7 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
                               f"Received: version={version}")
     _check_int("warmup_size", warmup_size, 0)
     module = StylizeModule(_load(model), max_image_size, output_format, jpeg_quality)
-    _check_model(module.model)
+    _check_model(module.keras_model)
     try:
         base_path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -442,7 +570,8 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
     try:
         tf.saved_model.save(module, str(temp), signatures=module.signatures())
         if warmup_size:
-            write_warmup_requests(temp / WARMUP_FILE, model_name, min(warmup_size, module.max_image_size))
+            write_warmup_requests(temp / WARMUP_FILE, model_name, min(warmup_size, module.max_image_size),
+                                  module.style_names)
         version = _publish(temp, base_path, version)
     finally:
         if temp.exists():

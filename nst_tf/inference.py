@@ -42,6 +42,11 @@ every call (microseconds), so the graph follows weight updates, and a SavedModel
 it stores the model's own variables only.  Functions are traced once, with input
 signature ``[None, None, None, 3]``; only standard TensorFlow ops are used.
 
+A multi-style network (conditional instance normalization, Dumoulin et al. 2017)
+takes blend weights ``[B, N]`` next to the images; each image's ``gamma`` and
+``beta`` are its weights times the network's tables, computed inside the per-image
+loop, so the style input adds one tiny matrix product per normalization.
+
 Source of the network: Johnson, Alahi, Fei-Fei, "Perceptual Losses for Real-Time
 Style Transfer and Super-Resolution", ECCV 2016; see :mod:`nst_tf.transformer`.
 """
@@ -54,8 +59,8 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.errors import ConfigError
-from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
-from nst_tf.transformer import TransformerNet, _align_padding
+from nst_tf.layers import ResidualBlock, UpsampleConv2D
+from nst_tf.transformer import TransformerNet, align_padding, style_matrix
 
 HEAD_BLOCK = 4
 """Side of the output blocks the head convolution computes per position (stride of the blocked head)."""
@@ -78,21 +83,18 @@ class _Conv:
 
 
 def _convs_of(model):
-    """The 15 normalized convolutions of a TransformerNet in order, and its head conv layer."""
-
-    def conv(block, role):
-        norm = block.norm
-        return _Conv(block.conv.kernel, block.conv.bias if block.conv.use_bias else None, norm.gamma, norm.beta,
-                     float(norm.epsilon), int(block.strides), block.activation == "relu", role)
-
+    """The normalized convolutions of a TransformerNet in order, and its head conv layer."""
     convs = []
-    for block in model.blocks:
-        if isinstance(block, ResidualBlock):
-            convs += [conv(block.block1, _RES1), conv(block.block2, _RES2)]
-        elif isinstance(block, UpsampleConv2D):
-            convs.append(conv(block.block, _UP))
-        elif isinstance(block, ConvBlock):
-            convs.append(conv(block, _PLAIN))
+    for block, norm in model.norm_layers():
+        parent = next(b for b in model.blocks if block is b or block in (
+            getattr(b, "block1", None), getattr(b, "block2", None), getattr(b, "block", None)))
+        role = _PLAIN
+        if isinstance(parent, ResidualBlock):
+            role = _RES1 if block is parent.block1 else _RES2
+        elif isinstance(parent, UpsampleConv2D):
+            role = _UP
+        convs.append(_Conv(block.conv.kernel, block.conv.bias if block.conv.use_bias else None, norm.gamma,
+                           norm.beta, float(norm.epsilon), int(block.strides), block.activation == "relu", role))
     return convs, model.head.conv
 
 
@@ -230,6 +232,8 @@ class TransformerInference(tf.Module):
 
     Call arguments (as ``TransformerNet.call``):
         images: float ``[B, H, W, 3]``, RGB in [0, 255], H and W >= 4.
+        style: multi-style networks only (and then required): int ``[B]`` indices or
+            float ``[B, N]`` / ``[N]`` blend weights.
         statistics: optional nested instance-norm statistics as returned with
             ``return_statistics=True`` (by the model or by this object), each float32
             ``[B or 1, 1, 1, C]``.
@@ -264,17 +268,30 @@ class TransformerInference(tf.Module):
         # Tracked, so that a SavedModel of this module holds the variables its functions read.
         self.weights = list(model.weights)
         self._channels = [int(c.kernel.shape[-1]) for c in self._convs]
+        self.num_styles = model.num_styles
+        self.style_names = None if model.style_names is None else list(model.style_names)
         spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
         stats = [tf.TensorSpec([None, 1, 1, c], tf.float32) for c in self._channels]
-        self.stylize = tf.function(self._own, input_signature=[spec])
-        self.stylize_with_statistics = tf.function(self._given, input_signature=[spec, stats, stats])
+        if self.num_styles is None:
+            self.stylize = tf.function(self._own, input_signature=[spec])
+            self.stylize_with_statistics = tf.function(self._given, input_signature=[spec, stats, stats])
+        else:
+            style = tf.TensorSpec([None, self.num_styles], tf.float32, name="style_weights")
+            self.stylize = tf.function(self._own_styled, input_signature=[spec, style])
+            self.stylize_with_statistics = tf.function(self._given_styled, input_signature=[spec, style, stats, stats])
 
     # ------------------------------------------------------------------ graph
 
-    def _norm_params(self, conv):
+    def _norm_params(self, conv, style):
         channels = tf.shape(conv.kernel)[-1:]
-        gamma = tf.ones(channels) if conv.gamma is None else tf.cast(conv.gamma, tf.float32)
-        beta = tf.zeros(channels) if conv.beta is None else tf.cast(conv.beta, tf.float32)
+
+        def pick(table, default):
+            if table is None:
+                return default(channels)
+            table = tf.cast(table, tf.float32)
+            return table if style is None else tf.linalg.matvec(table, style, transpose_a=True)
+
+        gamma, beta = pick(conv.gamma, tf.ones), pick(conv.beta, tf.zeros)
         bias = tf.zeros(channels) if conv.bias is None else tf.cast(conv.bias, tf.float32)
         return gamma, beta, bias
 
@@ -291,14 +308,17 @@ class TransformerInference(tf.Module):
             head = blocked_kernel(head, self.head_block)
         return kernels, tf.cast(head, self.compute_dtype)
 
-    def _one_image(self, x, kernels, head_kernel, given):
-        """The network on one padded image ``[1, H + 8, W + 8, 3]`` (H, W multiples of 4) in the compute dtype."""
+    def _one_image(self, x, kernels, head_kernel, given, style=None):
+        """The network on one padded image ``[1, H + 8, W + 8, 3]`` (H, W multiples of 4) in the compute dtype.
+
+        `style` is the image's float32 ``[N]`` blend weights (multi-style networks).
+        """
         h, skip, means, variances = x, None, [], []
         for index, conv in enumerate(self._convs):
             y = tf.nn.conv2d(h, kernels[index], conv.strides, "VALID")
             if conv.role == _UP and self.phase_upsampling:
                 y = _interleave_phases(y)
-            gamma, beta, bias = self._norm_params(conv)
+            gamma, beta, bias = self._norm_params(conv, style)
             mean, variance = (None, None) if given is None else (given[0][index], given[1][index])
             out, mean, variance = _instance_norm(y, gamma, beta, bias, mean, variance, conv.epsilon)
             if conv.relu:
@@ -325,10 +345,12 @@ class TransformerInference(tf.Module):
             y = tf.nn.depth_to_space(y, block)
         return y, means, variances
 
-    def _forward(self, images, given, loop=True):
+    def _forward(self, images, given, loop=True, style=None):
         images = tf.convert_to_tensor(images, tf.float32)
         batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-        (top, bottom), (left, right) = _align_padding(height, width)
+        if self.num_styles is not None:
+            style = tf.broadcast_to(tf.cast(style, tf.float32), [batch, self.num_styles])
+        (top, bottom), (left, right) = align_padding(height, width)
         x = images / 127.5 - 1.0
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
         x = tf.cast(pad_spatial(x, int(self._convs[0].kernel.shape[0]) // 2), self.compute_dtype)
@@ -337,13 +359,14 @@ class TransformerInference(tf.Module):
             given = [[tf.broadcast_to(s, [batch, 1, 1, c]) for s, c in zip(part, self._channels)] for part in given]
 
         def one(elements):
-            image, stats = elements
+            image, stats, weights = elements
             pairs = None if given is None else ([m[None] for m in stats[0]], [v[None] for v in stats[1]])
-            y, means, variances = self._one_image(image[None], kernels, head_kernel, pairs)
+            y, means, variances = self._one_image(image[None], kernels, head_kernel, pairs,
+                                                  None if style is None else weights)
             return y[0], [m[0] for m in means], [v[0] for v in variances]
 
         stats_spec = [tf.TensorSpec([1, 1, c], tf.float32) for c in self._channels]
-        elements = (x, given if given is not None else ([], []))
+        elements = (x, given if given is not None else ([], []), style if style is not None else tf.zeros([batch]))
         if loop:
             y, means, variances = tf.map_fn(
                 one, elements, parallel_iterations=1,
@@ -357,7 +380,13 @@ class TransformerInference(tf.Module):
     def _own(self, images):
         return self._forward(images, None)
 
-    def forward_one_image(self, images):
+    def _own_styled(self, images, style):
+        return self._forward(images, None, style=style)
+
+    def _given_styled(self, images, style, means, variances):
+        return self._forward(images, (means, variances), style=style)[0]
+
+    def forward_one_image(self, images, style=None):
         """The forward pass of a batch of ONE image without the per-image loop (``tf.map_fn``).
 
         Same ops as :meth:`stylize`, all in the calling graph: what
@@ -369,7 +398,7 @@ class TransformerInference(tf.Module):
         Returns:
             float32 ``[1, H, W, 3]`` in [0, 255].
         """
-        return self._forward(images, None, loop=False)[0]
+        return self._forward(images, None, loop=False, style=self._style(style, 1))[0]
 
     def _given(self, images, means, variances):
         return self._forward(images, (means, variances))[0]
@@ -407,13 +436,26 @@ class TransformerInference(tf.Module):
             nested.append([[next(pairs)], [next(pairs)]] if kind == "ResidualBlock" else [next(pairs)])
         return nested
 
-    def __call__(self, images, statistics=None, return_statistics=False):
+    def _style(self, style, batch):
+        """The ``[B, N]`` float32 blend weights of a call (nothing for a single-style network)."""
+        if self.num_styles is None:
+            if style is not None:
+                raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
+            return None
+        if style is None:
+            raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); pass "
+                              f"`style` (indices [B] or blend weights [B, {self.num_styles}]). Received: style=None")
+        return style_matrix(style, self.num_styles, batch)
+
+    def __call__(self, images, style=None, statistics=None, return_statistics=False):
         images = tf.convert_to_tensor(images, tf.float32)
+        weights = self._style(style, tf.shape(images)[0])
+        extra = () if weights is None else (weights,)
         if statistics is None:
-            output, means, variances = self.stylize(images)
+            output, means, variances = self.stylize(images, *extra)
             return (output, self.nest_statistics(means, variances)) if return_statistics else output
         means, variances = self.flatten_statistics(statistics)
-        output = self.stylize_with_statistics(images, means, variances)
+        output = self.stylize_with_statistics(images, *extra, means, variances)
         return (output, statistics) if return_statistics else output
 
 

@@ -132,6 +132,81 @@ class InstanceNormalization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon, "center": self.center, "scale": self.scale}
 
 
+def _check_num_styles(num_styles):
+    if num_styles is not None and (isinstance(num_styles, bool) or not isinstance(num_styles, int) or num_styles < 1):
+        raise ConfigError(f"`num_styles` must be None or an int >= 1. Received: num_styles={num_styles!r}")
+    return num_styles
+
+
+@keras.saving.register_keras_serializable(package="nst_tf")
+class ConditionalInstanceNormalization(InstanceNormalization):
+    """Conditional instance normalization (Dumoulin, Shlens, Kudlur, ICLR 2017, eq. 5).
+
+    One ``gamma`` and ``beta`` per style, shape ``[num_styles, C]``; the image is
+    normalized as in :class:`InstanceNormalization` and then scaled and shifted by
+    ``style_weights @ gamma`` and ``style_weights @ beta``.  A one-hot row selects a
+    style; a convex row blends styles in the normalization parameters, which is
+    Dumoulin's sec. 3 blending (not a blend of output pixels).
+
+    Args:
+        num_styles: int >= 1. Rows of the ``gamma`` and ``beta`` tables.
+        epsilon, center, scale: as in :class:`InstanceNormalization`.
+        **kwargs: ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        inputs: tensor ``[B, H, W, C]``.
+        style_weights: float tensor ``[B, num_styles]`` (or ``[1, num_styles]``,
+            broadcast over the batch). Rows need not sum to one: the caller decides
+            (sums other than one extrapolate).
+        statistics, return_statistics: as in :class:`InstanceNormalization`.
+
+    Returns:
+        tensor ``[B, H, W, C]`` of the compute dtype, or ``(tensor, (mean, variance))``.
+
+    Raises:
+        ConfigError: `num_styles` is not an int >= 1.
+    """
+
+    def __init__(self, num_styles, epsilon=1e-5, center=True, scale=True, **kwargs):
+        super().__init__(epsilon=epsilon, center=center, scale=scale, **kwargs)
+        if _check_num_styles(num_styles) is None:
+            raise ConfigError("`num_styles` must be an int >= 1. Received: num_styles=None")
+        self.num_styles = num_styles
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        shape = (self.num_styles, input_shape[-1])
+        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma") if self.scale else None
+        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta") if self.center else None
+
+    def blended(self, style_weights):
+        """``(gamma, beta)`` of a blend: float32 ``[B, C]`` each (None where not learned)."""
+        weights = tf.cast(style_weights, tf.float32)
+        pick = lambda table: None if table is None else tf.matmul(weights, tf.cast(table, tf.float32))  # noqa: E731
+        return pick(self.gamma), pick(self.beta)
+
+    def call(self, inputs, style_weights=None, statistics=None, return_statistics=False):
+        if style_weights is None:
+            raise ConfigError(f"Layer {self.name!r} normalizes for one of {self.num_styles} styles and needs "
+                              f"`style_weights` [B, {self.num_styles}]. Received: style_weights=None")
+        x = tf.cast(inputs, tf.float32)
+        if statistics is None:
+            statistics = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+        mean, variance = statistics
+        y = (x - mean) * tf.math.rsqrt(variance + self.epsilon)
+        gamma, beta = self.blended(style_weights)
+        if gamma is not None:
+            y = y * gamma[:, None, None, :]
+        if beta is not None:
+            y = y + beta[:, None, None, :]
+        y = tf.cast(y, self.compute_dtype)
+        return (y, (mean, variance)) if return_statistics else y
+
+    def get_config(self):
+        return {**super().get_config(), "num_styles": self.num_styles}
+
+
 @keras.saving.register_keras_serializable(package="nst_tf")
 class ConvBlock(keras.layers.Layer):
     """Reflection padding, convolution, instance normalization, activation.
@@ -143,10 +218,14 @@ class ConvBlock(keras.layers.Layer):
         normalize: bool. Apply :class:`InstanceNormalization`. Defaults to True.
         activation: str or None. Keras activation after the normalization.
             Defaults to ``"relu"``.
+        num_styles: int or None. With an int, the normalization is
+            :class:`ConditionalInstanceNormalization` over that many styles.
+            Defaults to None (one style, :class:`InstanceNormalization`).
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Call arguments:
         inputs: tensor ``[B, H, W, C]``.
+        style_weights: float ``[B, num_styles]``, needed when `num_styles` is set.
         statistics: optional ``(mean, variance)`` for the instance normalization.
         return_statistics: bool. Also return the list of statistics used.
 
@@ -155,17 +234,22 @@ class ConvBlock(keras.layers.Layer):
         kernels), or ``(tensor, [statistics])``.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, normalize=True, activation="relu", **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, normalize=True, activation="relu", num_styles=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
         self.normalize = normalize
         self.activation = activation
+        self.num_styles = _check_num_styles(num_styles)
         policy = self.dtype_policy
         self.pad = ReflectionPadding2D(kernel_size // 2, dtype=policy, name="pad")
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, dtype=policy, name="conv")
-        self.norm = InstanceNormalization(dtype=policy, name="norm") if normalize else None
+        self.norm = None
+        if normalize:
+            self.norm = (InstanceNormalization(dtype=policy, name="norm") if num_styles is None else
+                         ConditionalInstanceNormalization(num_styles, dtype=policy, name="norm"))
         self.act = keras.layers.Activation(activation, dtype=policy, name="act") if activation else None
 
     def build(self, input_shape):
@@ -175,11 +259,13 @@ class ConvBlock(keras.layers.Layer):
         if self.norm is not None:
             self.norm.build(tuple(input_shape[:-1]) + (self.filters,))
 
-    def call(self, inputs, statistics=None, return_statistics=False):
+    def call(self, inputs, style_weights=None, statistics=None, return_statistics=False):
         x = self.conv(self.pad(inputs))
         used = []
         if self.norm is not None:
-            x, stats = self.norm(x, statistics=None if statistics is None else statistics[0], return_statistics=True)
+            given = None if statistics is None else statistics[0]
+            conditional = {} if self.num_styles is None else {"style_weights": style_weights}
+            x, stats = self.norm(x, statistics=given, return_statistics=True, **conditional)
             used.append(stats)
         if self.act is not None:
             x = self.act(x)
@@ -191,7 +277,8 @@ class ConvBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "normalize": self.normalize, "activation": self.activation}
+                "strides": self.strides, "normalize": self.normalize, "activation": self.activation,
+                "num_styles": self.num_styles}
 
 
 @keras.saving.register_keras_serializable(package="nst_tf")
@@ -204,10 +291,13 @@ class ResidualBlock(keras.layers.Layer):
     Args:
         filters: int. Channels of input and output.
         kernel_size: int. Odd kernel size. Defaults to 3.
+        num_styles: int or None. Conditional instance normalization over that many
+            styles (:class:`ConvBlock`). Defaults to None.
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Call arguments:
         inputs: tensor ``[B, H, W, filters]``.
+        style_weights: float ``[B, num_styles]``, needed when `num_styles` is set.
         statistics: optional list of two ``(mean, variance)`` pairs.
         return_statistics: bool. Also return the list of statistics used.
 
@@ -215,22 +305,24 @@ class ResidualBlock(keras.layers.Layer):
         tensor ``[B, H, W, filters]``, or ``(tensor, statistics)``.
     """
 
-    def __init__(self, filters, kernel_size=3, **kwargs):
+    def __init__(self, filters, kernel_size=3, num_styles=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
+        self.num_styles = _check_num_styles(num_styles)
         policy = self.dtype_policy
-        self.block1 = ConvBlock(filters, kernel_size, dtype=policy, name="block1")
-        self.block2 = ConvBlock(filters, kernel_size, activation=None, dtype=policy, name="block2")
+        self.block1 = ConvBlock(filters, kernel_size, num_styles=num_styles, dtype=policy, name="block1")
+        self.block2 = ConvBlock(filters, kernel_size, activation=None, num_styles=num_styles, dtype=policy,
+                                name="block2")
 
     def build(self, input_shape):
         for block in (self.block1, self.block2):
             block.build(input_shape)
 
-    def call(self, inputs, statistics=None, return_statistics=False):
+    def call(self, inputs, style_weights=None, statistics=None, return_statistics=False):
         first, second = (None, None) if statistics is None else statistics
-        x, used1 = self.block1(inputs, statistics=first, return_statistics=True)
-        x, used2 = self.block2(x, statistics=second, return_statistics=True)
+        x, used1 = self.block1(inputs, style_weights=style_weights, statistics=first, return_statistics=True)
+        x, used2 = self.block2(x, style_weights=style_weights, statistics=second, return_statistics=True)
         x = inputs + x
         return (x, [used1, used2]) if return_statistics else x
 
@@ -238,7 +330,8 @@ class ResidualBlock(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "num_styles": self.num_styles}
 
 
 @keras.saving.register_keras_serializable(package="nst_tf")
@@ -254,10 +347,13 @@ class UpsampleConv2D(keras.layers.Layer):
         size: int. Upsampling factor of height and width. Defaults to 2.
         normalize: bool. Instance normalization after the convolution. Defaults to True.
         activation: str or None. Defaults to ``"relu"``.
+        num_styles: int or None. Conditional instance normalization over that many
+            styles (:class:`ConvBlock`). Defaults to None.
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Call arguments:
         inputs: tensor ``[B, H, W, C]``.
+        style_weights: float ``[B, num_styles]``, needed when `num_styles` is set.
         statistics: optional ``[(mean, variance)]`` for the normalization.
         return_statistics: bool. Also return the list of statistics used.
 
@@ -265,27 +361,31 @@ class UpsampleConv2D(keras.layers.Layer):
         tensor ``[B, size * H, size * W, filters]``, or ``(tensor, statistics)``.
     """
 
-    def __init__(self, filters, kernel_size=3, size=2, normalize=True, activation="relu", **kwargs):
+    def __init__(self, filters, kernel_size=3, size=2, normalize=True, activation="relu", num_styles=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.size = size
         self.normalize = normalize
         self.activation = activation
+        self.num_styles = _check_num_styles(num_styles)
         policy = self.dtype_policy
         self.upsample = keras.layers.UpSampling2D(size, interpolation="nearest", dtype=policy, name="upsample")
-        self.block = ConvBlock(filters, kernel_size, normalize=normalize, activation=activation, dtype=policy,
-                               name="block")
+        self.block = ConvBlock(filters, kernel_size, normalize=normalize, activation=activation,
+                               num_styles=num_styles, dtype=policy, name="block")
 
     def build(self, input_shape):
         self.block.build(self.upsample.compute_output_shape(input_shape))
 
-    def call(self, inputs, statistics=None, return_statistics=False):
-        return self.block(self.upsample(inputs), statistics=statistics, return_statistics=return_statistics)
+    def call(self, inputs, style_weights=None, statistics=None, return_statistics=False):
+        return self.block(self.upsample(inputs), style_weights=style_weights, statistics=statistics,
+                          return_statistics=return_statistics)
 
     def compute_output_shape(self, input_shape):
         return self.block.compute_output_shape(self.upsample.compute_output_shape(input_shape))
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "size": self.size, "normalize": self.normalize, "activation": self.activation}
+                "size": self.size, "normalize": self.normalize, "activation": self.activation,
+                "num_styles": self.num_styles}

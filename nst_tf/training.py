@@ -31,7 +31,7 @@ import tensorflow as tf
 from nst_tf import backbones, data, files, images, losses
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
-from nst_tf.transformer import TransformerNet, load_transformer
+from nst_tf.transformer import PHOTO_STYLE, TransformerNet, load_transformer
 
 # Johnson 2016 sec. 4.1: content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3 (Keras names).
 _VGG_LAYERS = (("block2_conv2",), ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"))
@@ -66,18 +66,23 @@ logger = logging.getLogger(__name__)
 
 
 class FastStyleTrainer(keras.Model):
-    """A TransformerNet trained with Johnson et al.'s perceptual loss.
+    """A TransformerNet trained with Johnson et al.'s perceptual loss, one style or many.
 
-    ``loss = content_weight * L_content + style_weight * L_style + tv_weight * L_tv``
-    with :func:`nst_tf.losses.content_loss` (mean over content layers),
-    :func:`nst_tf.losses.style_loss` against the style image's Gram matrices and
-    :func:`nst_tf.losses.total_variation_loss`.  Each weighted term is a metric
-    (``content_loss``, ``style_loss``, ``tv_loss``; they add up to ``loss``).
-    Only the transformer is trainable.  Call it like the transformer.
+    ``loss = content_weight * L_content + mean_b(style_weight[s_b] * L_style(b, s_b)) + tv_weight * L_tv``
+    with :func:`nst_tf.losses.content_loss` (mean over content layers), the Gram
+    style loss of each example against the Gram matrices of its style ``s_b``
+    (:func:`nst_tf.losses.style_layer_loss`, layer-weighted as :func:`nst_tf.losses.style_loss`)
+    and :func:`nst_tf.losses.total_variation_loss`.  A single-style transformer has
+    ``s_b = 0``; a multi-style one (Dumoulin et al. 2017) takes ``{"images", "style"}``
+    batches whose examples mix styles (:func:`nst_tf.data.with_random_styles`).
+    Each weighted term is a metric (``content_loss``, ``style_loss``, ``tv_loss``;
+    they add up to ``loss``).  Only the transformer's trainable weights train.
 
     Args:
         transformer: TransformerNet (or any Keras model from and to the pixel contract).
-        style_image: array-like ``[1, H, W, 3]`` or ``[H, W, 3]``, RGB in [0, 255].
+        style_image: array-like ``[1, H, W, 3]`` or ``[H, W, 3]``, RGB in [0, 255]; for a
+            multi-style transformer a sequence of one per style, where None marks the
+            ``"photo"`` style (content loss only).
         loss_network: str. ``"vgg16"`` (Johnson's), ``"vgg19"`` or ``"squeezenet1_1"``.
             Defaults to ``"vgg16"``.
         loss_weights: ``"imagenet"``, a weights file path, or None (seeded random) for
@@ -85,13 +90,16 @@ class FastStyleTrainer(keras.Model):
         content_layers, style_layers: sequence of layer names; None takes ``DEFAULT_LAYERS``.
         style_layer_weights: dict ``{layer: w_l}``; None takes
             ``DEFAULT_STYLE_LAYER_WEIGHTS`` (equal weights for custom layers).
-        content_weight, style_weight, tv_weight: float >= 0; None takes ``DEFAULT_LOSS_WEIGHTS``.
+        content_weight, tv_weight: float >= 0; None takes ``DEFAULT_LOSS_WEIGHTS``.
+        style_weight: float >= 0, or a sequence of one per style; None takes
+            ``DEFAULT_LOSS_WEIGHTS``. The ``"photo"`` style's weight is always 0.
         feature_extractor: optional prebuilt FeatureExtractor covering all the layers
             (shares one loss network between trainers); overrides the three above.
         **kwargs: ``keras.Model`` arguments.
 
     Raises:
-        ConfigError: unknown network or layer, negative weight.
+        ConfigError: unknown network or layer, negative weight, style images that do not
+            match the transformer's styles.
         WeightsError: loss network weights missing or wrong.
         ImageError: style image smaller than the loss network needs.
     """
@@ -108,63 +116,105 @@ class FastStyleTrainer(keras.Model):
         self.style_layers = tuple(style_layers or default_style)
         if style_layer_weights is None and not custom_style:
             style_layer_weights = DEFAULT_STYLE_LAYER_WEIGHTS[loss_network]
-        self.style_layer_weights = None if style_layer_weights is None else {
-            name: float(style_layer_weights[name]) for name in self.style_layers}
-        defaults = DEFAULT_LOSS_WEIGHTS[loss_network]
-        given = (content_weight, style_weight, tv_weight)
-        self.loss_weights = tuple(float(d if g is None else g) for g, d in zip(given, defaults))
-        for name, value in zip(("content_weight", "style_weight", "tv_weight"), self.loss_weights):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"`{name}` must be a finite number >= 0. Received: {name}={value}")
+        if style_layer_weights is None:
+            style_layer_weights = {name: 1.0 / len(self.style_layers) for name in self.style_layers}
+        self.style_layer_weights = {name: float(style_layer_weights[name]) for name in self.style_layers}
         self.transformer = transformer
+        self.num_styles = getattr(transformer, "num_styles", None)
+        style_images = list(style_image) if self.num_styles else [style_image]
+        if len(style_images) != (self.num_styles or 1):
+            raise ConfigError(f"Give one style image per style of the transformer ({self.num_styles}). "
+                              f"Received: {len(style_images)} style images")
+        defaults = DEFAULT_LOSS_WEIGHTS[loss_network]
+        content_weight = defaults[0] if content_weight is None else content_weight
+        tv_weight = defaults[2] if tv_weight is None else tv_weight
+        style_weight = defaults[1] if style_weight is None else style_weight
+        per_style = list(style_weight) if isinstance(style_weight, (list, tuple, np.ndarray)) else (
+            [style_weight] * len(style_images))
+        if len(per_style) != len(style_images):
+            raise ConfigError(f"Give one style weight per style ({len(style_images)}). "
+                              f"Received: style_weight={per_style!r}")
+        for name, value in [("content_weight", content_weight), ("tv_weight", tv_weight)] + [
+                ("style_weight", w) for w in per_style]:
+            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"`{name}` must be a finite number >= 0. Received: {name}={value}")
+        per_style = [0.0 if image is None else float(w) for w, image in zip(per_style, style_images)]
+        self.loss_weights = (float(content_weight), per_style[0] if len(per_style) == 1 else tuple(per_style),
+                             float(tv_weight))
+        self.style_weights = tf.constant(per_style, tf.float32)
         self.extractor = feature_extractor or FeatureExtractor(
             self.content_layers + self.style_layers, backbone=loss_network, weights=loss_weights)
         missing = [n for n in self.content_layers + self.style_layers if n not in self.extractor.layer_names]
         if missing:
             raise ConfigError(f"The feature extractor lacks layers {missing}. "
                               f"Received: feature_extractor layers={self.extractor.layer_names}")
-        style = tf.convert_to_tensor(style_image, tf.float32)
-        style = style[None] if style.shape.rank == 3 else style
-        if min(style.shape[1], style.shape[2]) < self.extractor.min_input_size:
-            raise ImageError(
-                f"Style image is too small for the {loss_network} loss network: its shorter side must be at "
-                f"least {self.extractor.min_input_size} pixels. Received: shape={tuple(style.shape)}")
-        features = self.extractor(style)
-        # Computed once (Johnson 2016 sec. 3.2); constants, so they are neither trained nor saved.
-        self.style_grams = {name: tf.constant(losses.gram_matrix(features[name])) for name in self.style_layers}
+        self.style_grams = self._target_grams(style_images, loss_network)
         self.content_tracker = keras.metrics.Mean(name="content_loss")
         self.style_tracker = keras.metrics.Mean(name="style_loss")
         self.tv_tracker = keras.metrics.Mean(name="tv_loss")
 
-    def call(self, images, training=False):
-        return self.transformer(images, training=training)
+    def _target_grams(self, style_images, loss_network):
+        """``{layer: float32 [N, C, C]}``, computed once (Johnson 2016 sec. 3.2); zeros for the photo style."""
+        grams = {name: [] for name in self.style_layers}
+        for image in style_images:
+            if image is None:
+                for name in self.style_layers:
+                    grams[name].append(None)
+                continue
+            style = tf.convert_to_tensor(image, tf.float32)
+            style = style[None] if style.shape.rank == 3 else style
+            if min(style.shape[1], style.shape[2]) < self.extractor.min_input_size:
+                raise ImageError(
+                    f"Style image is too small for the {loss_network} loss network: its shorter side must be at "
+                    f"least {self.extractor.min_input_size} pixels. Received: shape={tuple(style.shape)}")
+            features = self.extractor(style)
+            for name in self.style_layers:
+                grams[name].append(losses.gram_matrix(features[name])[0])
+        if any(image is None for image in style_images):  # The photo style's rows: zeros of the right shape.
+            size = self.extractor.min_input_size
+            probe = self.extractor(tf.zeros([1, size, size, 3]))
+            zeros = {name: tf.zeros([probe[name].shape[-1]] * 2) for name in self.style_layers}
+            grams = {name: [zeros[name] if row is None else row for row in rows] for name, rows in grams.items()}
+        return {name: tf.constant(tf.stack(rows)) for name, rows in grams.items()}
 
-    def perceptual_losses(self, photos, stylized):
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            return self.transformer(inputs["images"], style=inputs["style"], training=training)
+        return self.transformer(inputs, training=training)
+
+    def perceptual_losses(self, photos, stylized, style=None):
         """Weighted loss terms of a batch.
 
         Args:
             photos: float32 ``[B, H, W, 3]`` content photos, RGB in [0, 255].
             stylized: float32 ``[B, H, W, 3]`` transformer output for `photos`.
+            style: int ``[B]`` style index of each example; None is style 0.
 
         Returns:
             dict of float32 scalars ``content``, ``style``, ``tv`` (weighted) and ``total``.
         """
         batch = tf.shape(photos)[0]
+        style = tf.zeros([batch], tf.int32) if style is None else tf.cast(style, tf.int32)
         # One loss-network pass over photos and outputs together.
         features = self.extractor(tf.concat([tf.cast(photos, tf.float32), stylized], axis=0))
         generated = {name: value[batch:] for name, value in features.items()}
         content = tf.add_n([
             losses.content_loss(generated[name], tf.stop_gradient(features[name][:batch]))
             for name in self.content_layers]) / len(self.content_layers)
-        style = losses.style_loss(generated, self.style_grams, self.style_layer_weights)
+        per_example = tf.zeros([batch])
+        for name in self.style_layers:
+            difference = losses.gram_matrix(generated[name]) - tf.gather(self.style_grams[name], style)
+            per_example += self.style_layer_weights[name] * tf.reduce_mean(tf.square(difference), axis=[1, 2]) / 4.0
+        style_term = tf.reduce_mean(tf.gather(self.style_weights, style) * per_example)
         tv = losses.total_variation_loss(stylized)
-        content_weight, style_weight, tv_weight = self.loss_weights
-        terms = {"content": content_weight * content, "style": style_weight * style, "tv": tv_weight * tv}
+        content_weight, _, tv_weight = self.loss_weights
+        terms = {"content": content_weight * content, "style": style_term, "tv": tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        terms = self.perceptual_losses(x, tf.cast(y_pred, tf.float32))
+        photos, style = (x["images"], x["style"]) if isinstance(x, dict) else (x, None)
+        terms = self.perceptual_losses(photos, tf.cast(y_pred, tf.float32), style)
         self.content_tracker.update_state(terms["content"])
         self.style_tracker.update_state(terms["style"])
         self.tv_tracker.update_state(terms["tv"])
@@ -173,12 +223,61 @@ class FastStyleTrainer(keras.Model):
         return terms["total"] / replicas
 
 
+def style_loss_of_photos(trainer, photos):
+    """Unweighted style loss of unstylized photos against each style: the scale of each style's Gram matrices.
+
+    Styles differ by orders of magnitude here (a saturated, high-contrast painting has
+    large Gram entries), so one shared style weight under-stylizes some styles and
+    washes out others; :func:`balanced_style_weights` divides by this.
+
+    Args:
+        trainer: FastStyleTrainer.
+        photos: float32 ``[B, H, W, 3]`` in [0, 255].
+
+    Returns:
+        np.ndarray float64 ``[N]``: the mean over photos of ``sum_l w_l E_l`` per style; 0 for
+        styles whose weight is 0 (the photo style).
+    """
+    photos = tf.convert_to_tensor(photos, tf.float32)
+    features = trainer.extractor(photos)
+    count = int(trainer.style_weights.shape[0])
+    result = np.zeros(count)
+    for name in trainer.style_layers:
+        gram = losses.gram_matrix(features[name])[:, None]  # [B, 1, C, C]
+        error = tf.reduce_mean(tf.square(gram - trainer.style_grams[name][None]), axis=[0, 2, 3]) / 4.0
+        result += trainer.style_layer_weights[name] * error.numpy()
+    return np.where(trainer.style_weights.numpy() > 0, result, 0.0)  # The photo style has no target.
+
+
+def balanced_style_weights(photo_losses, style_weight, reference=None):
+    """Per-style weights that give every style the same weighted style loss on photos.
+
+    ``w_s = style_weight * L_ref / L_s`` with ``L_s`` from :func:`style_loss_of_photos`
+    and ``L_ref`` the median over styles (or `reference`): the median style keeps
+    `style_weight`, a style with larger Gram matrices gets proportionally less.
+
+    Args:
+        photo_losses: sequence of float, one per style; 0 (the photo style) gets weight 0.
+        style_weight: float >= 0.
+        reference: float > 0 or None (the median of the non-zero losses).
+
+    Returns:
+        list of float, one per style.
+    """
+    values = np.asarray(photo_losses, np.float64)
+    positive = values[values > 0]
+    if reference is None:
+        reference = float(np.median(positive)) if positive.size else 1.0
+    return [float(style_weight * reference / value) if value > 0 else 0.0 for value in values]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run; each field is the ``scripts/train.py`` flag of that name.
 
     Attributes:
-        style: path of the style image.
+        style: path of the style image, or a tuple of paths: several train one
+            multi-style network (conditional instance normalization, Dumoulin et al. 2017).
         data: folder of training photos (recursive).
         output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
         steps: int or None. Optimizer steps, rounded up to a multiple of ``save_every``.
@@ -202,6 +301,17 @@ class TrainConfig:
         init_model: optional ``.keras`` TransformerNet to start from (fine-tuning).
         mixed_precision: bool. Train under the ``mixed_bfloat16`` policy (the saved model
             is float32). Defaults to False.
+        style_names: tuple of str or None. Names of the styles (default: the style
+            files' stems); given or with several styles, the network is multi-style.
+        photo_style: bool. Add the ``"photo"`` style (content loss only), which the
+            style strength control blends toward. Defaults to False.
+        width_multiplier: float > 0. Channel width of the new network (0.5: Johnson's
+            half width). Defaults to 1.0.
+        num_residual_blocks: int >= 0. Defaults to 5.
+        balance_style_weights: bool. Scale the style weight per style so that every
+            style has the same weighted style loss on the photos
+            (:func:`balanced_style_weights`). Defaults to False.
+        flip: bool. Random horizontal flips of the training crops. Defaults to False.
 
     Raises:
         ConfigError: a value out of range, both or a bad `steps`/`epochs`, unknown
@@ -230,8 +340,25 @@ class TrainConfig:
     checkpoint_dir: Optional[str] = None
     init_model: Optional[str] = None
     mixed_precision: bool = False
+    style_names: Optional[tuple] = None
+    photo_style: bool = False
+    width_multiplier: float = 1.0
+    num_residual_blocks: int = 5
+    balance_style_weights: bool = False
+    flip: bool = False
 
     def __post_init__(self):
+        if isinstance(self.style, (list, tuple)):
+            object.__setattr__(self, "style", tuple(str(path) for path in self.style))
+        if self.style_names is not None:
+            object.__setattr__(self, "style_names", tuple(self.style_names))
+            if len(self.style_names) != len(self.styles):
+                raise ConfigError(f"--style-names needs one name per --style ({len(self.styles)}). "
+                                  f"Received: style_names={list(self.style_names)}")
+        _require(_number(self.width_multiplier) and self.width_multiplier > 0, "width_multiplier",
+                 self.width_multiplier, "a number > 0")
+        _require(_int(self.num_residual_blocks, 0), "num_residual_blocks", self.num_residual_blocks,
+                 "an integer >= 0")
         backbones.get_spec(self.loss_network)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. "
@@ -251,6 +378,21 @@ class TrainConfig:
             _require(value is None or (_number(value) and value >= 0), name, value, "a finite number >= 0")
         if pathlib.Path(self.output).suffix != ".keras":
             raise ConfigError(f"--output must be a .keras file path. Received: output={self.output!r}")
+
+    @property
+    def styles(self):
+        """The style image paths, a tuple."""
+        return self.style if isinstance(self.style, tuple) else (self.style,)
+
+    @property
+    def multi_style(self):
+        """Whether the run trains a multi-style network."""
+        return len(self.styles) > 1 or self.photo_style or self.style_names is not None
+
+    def names(self):
+        """Style names of a multi-style run, in order (``"photo"`` last with `photo_style`)."""
+        names = list(self.style_names or (pathlib.Path(path).stem for path in self.styles))
+        return names + [PHOTO_STYLE] if self.photo_style else names
 
     def total_steps(self, num_photos):
         """Optimizer steps of the run, a multiple of ``save_every``."""
@@ -331,18 +473,28 @@ class SampleImages(keras.callbacks.Callback):
     Args:
         log_dir: str. TensorBoard folder; PNGs go to ``log_dir/samples/step_XXXXXX.png``.
         photos: float32 ``[N, H, W, 3]`` in [0, 255], shown side by side with their outputs.
+        num_styles: int or None. For a multi-style network, one row of outputs per style
+            (written as JPEG; no TensorBoard images).
     """
 
-    def __init__(self, log_dir, photos):
+    def __init__(self, log_dir, photos, num_styles=None):
         super().__init__()
         self.log_dir = log_dir
         self.photos = np.asarray(photos, np.float32)
+        self.num_styles = num_styles
         self.writer = None
         if importlib.util.find_spec("tensorboard") is not None:
             self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "samples"))
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        if self.num_styles:  # One row per style.
+            rows = [np.asarray(self.model.transformer(self.photos, style=tf.fill([len(self.photos)], k),
+                                                      training=False)) for k in range(self.num_styles)]
+            grid = np.concatenate([np.concatenate(list(self.photos), axis=1)] + [
+                np.concatenate(list(row), axis=1) for row in rows])
+            images.save_image(grid, os.path.join(self.log_dir, "samples", f"step_{step:06d}.jpg"))
+            return
         stylized = np.asarray(self.model.transformer(self.photos, training=False))
         if self.writer is not None:
             with self.writer.as_default():
@@ -393,22 +545,42 @@ def train(config, callbacks=(), verbose="auto"):
     with strategy.scope():
         extractor = FeatureExtractor(sum(DEFAULT_LAYERS[config.loss_network], ()), backbone=config.loss_network,
                                      weights=config.loss_weights_file, dtype=policy)
-        style = images.load_image(config.style, min_size=extractor.min_input_size)
-        if config.style_size and max(style.shape[1:3]) > config.style_size:  # Only ever downscaled.
-            style = images.resize_longest_side(style, config.style_size)
+        styles = [_load_style(path, extractor, config.style_size) for path in config.styles]
         if config.image_size < extractor.min_input_size:
             raise ConfigError(f"--image-size must be at least {extractor.min_input_size} for {config.loss_network}. "
                               f"Received: image_size={config.image_size}")
         if config.init_model:
             transformer = load_transformer(config.init_model, dtype=policy)
+        elif config.multi_style:
+            transformer = TransformerNet(width_multiplier=config.width_multiplier,
+                                         num_residual_blocks=config.num_residual_blocks, style_names=config.names(),
+                                         dtype=policy)
+            styles = styles + [None] if config.photo_style else styles
         else:
-            transformer = TransformerNet(dtype=policy)
-        trainer = FastStyleTrainer(transformer, style, content_weight=config.content_weight,
-                                   style_weight=config.style_weight, tv_weight=config.tv_weight,
-                                   feature_extractor=extractor)
+            transformer = TransformerNet(width_multiplier=config.width_multiplier,
+                                         num_residual_blocks=config.num_residual_blocks, dtype=policy)
+        style_weight = config.style_weight
+        photo_losses = None
+        if config.balance_style_weights:
+            probe = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
+                                     feature_extractor=extractor)
+            calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], config.image_size)
+            photo_losses = style_loss_of_photos(probe, calibration)
+            base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if style_weight is None else style_weight
+            style_weight = balanced_style_weights(photo_losses, base)
+        trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
+                                   content_weight=config.content_weight, style_weight=style_weight,
+                                   tv_weight=config.tv_weight, feature_extractor=extractor)
         trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-        trainer(tf.zeros((1, config.image_size, config.image_size, 3)))  # BackupAndRestore needs it built.
-    dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed)
+        probe_batch = tf.zeros((1, config.image_size, config.image_size, 3))
+        if transformer.num_styles:  # BackupAndRestore needs it built.
+            trainer({"images": probe_batch, "style": tf.zeros([1], tf.int32)})
+        else:
+            trainer(probe_batch)
+    dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed,
+                                 flip=config.flip)
+    if transformer.num_styles:
+        dataset = data.with_random_styles(dataset, transformer.num_styles, seed=config.seed)
     steps = config.total_steps(len(photos.files))
     chunk = config.save_every
     all_callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -422,7 +594,7 @@ def train(config, callbacks=(), verbose="auto"):
             logger.warning("TensorBoard is not installed (pip install tensorboard): writing PNG samples only.")
         else:
             all_callbacks.append(keras.callbacks.TensorBoard(config.log_dir, write_graph=False))
-        all_callbacks.append(SampleImages(config.log_dir, samples))
+        all_callbacks.append(SampleImages(config.log_dir, samples, transformer.num_styles))
     all_callbacks.extend(callbacks)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -434,8 +606,57 @@ def train(config, callbacks=(), verbose="auto"):
     if not all(np.all(np.isfinite(w)) for w in transformer.get_weights()):
         raise NstError(f"Training diverged (NaN or infinite loss) after {done} steps; lower --learning-rate "
                        f"or the loss weights. Received: learning_rate={config.learning_rate}")
-    save_transformer(transformer, output)
     run_steps = len(history.history.get("loss", [])) * chunk
-    return {"output": str(output), "steps": done, "seconds": seconds,
-            "images_per_second": run_steps * config.batch_size / seconds if seconds else float("nan"),
-            "photos": len(photos.files), "skipped": len(photos.skipped), "history": history.history}
+    result = {"output": str(output), "steps": done, "seconds": seconds,
+              "images_per_second": run_steps * config.batch_size / seconds if seconds else float("nan"),
+              "photos": len(photos.files), "skipped": len(photos.skipped), "history": history.history}
+    transformer.metadata = training_metadata(config, trainer, result, photo_losses)
+    save_transformer(transformer, output)
+    return result
+
+
+def training_metadata(config, trainer, result, photo_losses=None):
+    """What a trained network keeps about its training run (saved in ``TransformerNet.metadata``).
+
+    Enough to repeat the exact run: every :class:`TrainConfig` field, the loss network's
+    layers and weights, each style's image and weight, and the run's steps, wall time,
+    throughput and final losses.
+
+    Returns:
+        JSON-serializable dict.
+    """
+    content_weight, _, tv_weight = trainer.loss_weights
+    names = list(trainer.transformer.style_names or [pathlib.Path(config.styles[0]).stem])
+    paths = list(config.styles) + [None] * (len(names) - len(config.styles))
+    weights = [float(w) for w in trainer.style_weights.numpy()]
+    styles = {}
+    for index, name in enumerate(names):
+        styles[name] = {"image": paths[index], "style_weight": weights[index]}
+        if photo_losses is not None:
+            styles[name]["photo_style_loss"] = float(photo_losses[index])
+    history = result.get("history", {})
+    final = {key: float(values[-1]) for key, values in history.items() if values}
+    previous = dict(trainer.transformer.metadata.get("training", {})) if config.init_model else {}
+    return {
+        "format": 1,
+        "training": {
+            "config": dataclasses.asdict(config),
+            "loss_network": trainer.extractor.backbone,
+            "content_layers": list(trainer.content_layers),
+            "style_layers": list(trainer.style_layers),
+            "style_layer_weights": dict(trainer.style_layer_weights),
+            "content_weight": content_weight, "tv_weight": tv_weight,
+            "steps": int(result["steps"]), "seconds_this_run": float(result["seconds"]),
+            "images_per_second": float(result["images_per_second"]), "photos": int(result["photos"]),
+            "final_losses": final,
+            **({"init_model_training": previous} if previous else {}),
+        },
+        "styles": styles,
+    }
+
+
+def _load_style(path, extractor, style_size):
+    style = images.load_image(path, min_size=extractor.min_input_size)
+    if style_size and max(style.shape[1:3]) > style_size:  # Only ever downscaled.
+        style = images.resize_longest_side(style, style_size)
+    return style

@@ -12,6 +12,8 @@ bounded memory, tiles normalized with the statistics of a thumbnail: Chen et al.
 Normalization", AAAI 2022).
 """
 
+import json
+import math
 import pathlib
 
 import keras
@@ -30,13 +32,80 @@ _ALIGN = 4  # Two stride-2 convolutions: sizes that are multiples of 4 come back
 _MIN_ALIGNED = 8  # The bottleneck (1/4 size) must be >= 2 pixels for its reflection padding.
 
 
-def _align_padding(height, width):
+def align_padding(height, width):
     """Reflection padding ``[[top, bottom], [left, right]]`` to a multiple of 4 (at least 8)."""
     pads = []
     for size in (height, width):
         total = tf.maximum(_MIN_ALIGNED, (size + _ALIGN - 1) // _ALIGN * _ALIGN) - size
         pads.append([total // 2, total - total // 2])
     return pads
+
+
+_align_padding = align_padding  # Former private name, kept for callers outside the library.
+
+
+PHOTO_STYLE = "photo"
+"""Name of the style slot trained with content loss only: the identity of a multi-style network."""
+MAX_STRENGTH = 2.0
+"""Largest style strength :meth:`TransformerNet.style_weights` accepts."""
+
+
+def _style_weights(names, style, strength):
+    if names is None:
+        raise ConfigError(f"This network has a single style: it takes no style selection or strength. "
+                          f"Received: style={style!r}, strength={strength!r}")
+    count = len(names)
+    if isinstance(style, str):
+        style = {style: 1.0}
+    if isinstance(style, (int, np.integer)) and not isinstance(style, bool):
+        if not 0 <= style < count:
+            raise ConfigError(f"Style index must be in [0, {count}). Received: style={style}")
+        style = {names[style]: 1.0}
+    if isinstance(style, dict):
+        unknown = [name for name in style if name not in names]
+        if unknown:
+            raise ConfigError(f"Unknown style name {unknown[0]!r}; this network has: {', '.join(names)}. "
+                              f"Received: style={style!r}")
+        style = [float(style.get(name, 0.0)) for name in names]
+    weights = np.asarray(style, np.float64).reshape(-1) if style is not None else None
+    if weights is None or weights.shape != (count,):
+        raise ConfigError(f"Style selection must be a name, an index, a {{name: weight}} dict or {count} weights. "
+                          f"Received: style={style!r}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ConfigError(f"Style weights must be finite, >= 0 and not all zero. Received: weights={weights.tolist()}")
+    weights = weights / weights.sum()
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not (
+            math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
+        raise ConfigError(f"Style strength must be a number in [0, {MAX_STRENGTH}]. Received: strength={strength!r}")
+    if strength != 1:
+        if PHOTO_STYLE not in names:
+            raise ConfigError(f"This network has no {PHOTO_STYLE!r} style to blend toward, so its strength is fixed "
+                              f"at 1. Received: strength={strength}")
+        photo = np.zeros(count)
+        photo[names.index(PHOTO_STYLE)] = 1.0
+        weights = strength * weights + (1.0 - strength) * photo
+    return weights
+
+
+def style_matrix(style, num_styles, batch):
+    """Blend weights ``[B, N]`` float32 from a style call argument.
+
+    Args:
+        style: int tensor ``[B]`` (or scalar) of style indices, or float tensor ``[B, N]``
+            or ``[N]`` of blend weights (used as given; see :meth:`TransformerNet.style_weights`).
+        num_styles: int, N.
+        batch: int or scalar tensor, B.
+
+    Returns:
+        float32 tensor ``[B, N]``.
+    """
+    style = tf.convert_to_tensor(style)
+    if style.dtype.is_integer:
+        style = tf.one_hot(style, num_styles, dtype=tf.float32)
+    style = tf.cast(style, tf.float32)
+    if style.shape.rank == 1:
+        style = style[None]
+    return tf.broadcast_to(style, [batch, num_styles])
 
 
 @keras.saving.register_keras_serializable(package="nst_tf")
@@ -55,15 +124,33 @@ class TransformerNet(keras.Model):
     (at least 8), which the two stride-2 convolutions and two 2x upsamplings map
     back exactly, and the output is cropped back to the input's size.
 
+    With `style_names`, the network is a multi-style network (Dumoulin, Shlens,
+    Kudlur, "A Learned Representation for Artistic Style", ICLR 2017): every
+    instance normalization becomes a :class:`~nst_tf.layers.ConditionalInstanceNormalization`
+    with one ``gamma``/``beta`` row per style, and the convolutions are shared.  The
+    call then takes a style selection: integer indices, or blend weights over the
+    styles (blending mixes ``gamma`` and ``beta``, Dumoulin sec. 3).  A style named
+    ``"photo"`` (:data:`PHOTO_STYLE`), trained with content loss only, is the
+    network's identity; :meth:`style_weights` blends toward it to weaken a style.
+
     Args:
-        filters: sequence of 3 int. Channels of the three downsampling convolutions;
-            the upsampling path mirrors them. Defaults to ``(32, 64, 128)``.
-        num_residual_blocks: int. Defaults to 5.
+        filters: sequence of 3 int. Channels of the three downsampling convolutions
+            at width 1; the upsampling path mirrors them. Defaults to ``(32, 64, 128)``.
+        num_residual_blocks: int >= 0. Defaults to 5.
+        width_multiplier: float > 0. Scales every channel count (Johnson's half-width
+            network is 0.5; Magenta's ``alpha``); counts round to at least 1.
+            Defaults to 1.0.
+        style_names: sequence of unique non-empty str, or None (a single-style network
+            with plain instance normalization). Defaults to None.
+        metadata: JSON-serializable dict saved with the model (the training
+            configuration, per-style loss weights, losses). Defaults to None (empty).
         **kwargs: ``keras.Model`` arguments (``name``; ``dtype``: a dtype policy such as
             ``"mixed_bfloat16"``, the output stays float32).
 
     Call arguments:
         images: float tensor ``[B, H, W, 3]``, RGB in [0, 255], H and W >= 4.
+        style: multi-style networks only: int tensor ``[B]`` of style indices, or float
+            tensor ``[B, N]`` or ``[N]`` of blend weights (see :meth:`style_weights`).
         statistics: optional nested list of instance-norm ``(mean, variance)`` as
             returned with ``return_statistics=True``; used instead of the image's own.
         return_statistics: bool. Also return the statistics used.
@@ -72,10 +159,13 @@ class TransformerNet(keras.Model):
         float32 tensor ``[B, H, W, 3]``, RGB in [0, 255], or ``(images, statistics)``.
 
     Raises:
-        ConfigError: `filters` is not three positive ints or `num_residual_blocks` < 0.
+        ConfigError: `filters` is not three positive ints, `num_residual_blocks` < 0,
+            a bad `width_multiplier` or `style_names`; at call time, a multi-style
+            network called without `style`.
     """
 
-    def __init__(self, filters=(32, 64, 128), num_residual_blocks=5, **kwargs):
+    def __init__(self, filters=(32, 64, 128), num_residual_blocks=5, width_multiplier=1.0, style_names=None,
+                 metadata=None, **kwargs):
         super().__init__(**kwargs)
         filters = tuple(filters)
         if len(filters) != 3 or not all(isinstance(f, int) and f > 0 for f in filters):
@@ -83,19 +173,83 @@ class TransformerNet(keras.Model):
         if not isinstance(num_residual_blocks, int) or num_residual_blocks < 0:
             raise ConfigError(f"`num_residual_blocks` must be an int >= 0. "
                               f"Received: num_residual_blocks={num_residual_blocks!r}")
+        if (isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float))
+                or not math.isfinite(width_multiplier) or width_multiplier <= 0):
+            raise ConfigError(f"`width_multiplier` must be a number > 0. Received: width_multiplier={width_multiplier!r}")
+        if style_names is not None:
+            style_names = [str(name) for name in style_names]
+            if not style_names or any(not name or "," in name or ":" in name for name in style_names) or len(
+                    set(style_names)) != len(style_names):
+                raise ConfigError(f"`style_names` must be unique non-empty names without ',' or ':'. "
+                                  f"Received: style_names={style_names!r}")
         self.filters = filters
         self.num_residual_blocks = num_residual_blocks
+        self.width_multiplier = float(width_multiplier)
+        self.style_names = style_names
+        self.metadata = metadata
+        self.channels = tuple(max(1, round(f * self.width_multiplier)) for f in filters)
+        styles = self.num_styles
         policy = self.dtype_policy
-        f1, f2, f3 = filters
+        f1, f2, f3 = self.channels
         self.blocks = [
-            ConvBlock(f1, 9, dtype=policy, name="conv1"),
-            ConvBlock(f2, 3, strides=2, dtype=policy, name="conv2"),
-            ConvBlock(f3, 3, strides=2, dtype=policy, name="conv3"),
-            *[ResidualBlock(f3, dtype=policy, name=f"res{i + 1}") for i in range(num_residual_blocks)],
-            UpsampleConv2D(f2, dtype=policy, name="up1"),
-            UpsampleConv2D(f1, dtype=policy, name="up2"),
+            ConvBlock(f1, 9, num_styles=styles, dtype=policy, name="conv1"),
+            ConvBlock(f2, 3, strides=2, num_styles=styles, dtype=policy, name="conv2"),
+            ConvBlock(f3, 3, strides=2, num_styles=styles, dtype=policy, name="conv3"),
+            *[ResidualBlock(f3, num_styles=styles, dtype=policy, name=f"res{i + 1}")
+              for i in range(num_residual_blocks)],
+            UpsampleConv2D(f2, num_styles=styles, dtype=policy, name="up1"),
+            UpsampleConv2D(f1, num_styles=styles, dtype=policy, name="up2"),
         ]
         self.head = ConvBlock(3, 9, normalize=False, activation=None, dtype=policy, name="head")
+
+    @property
+    def metadata(self):
+        """JSON-serializable dict saved with the model (a copy; assign a new dict to change it)."""
+        return json.loads(self._metadata_json)
+
+    @metadata.setter
+    def metadata(self, value):
+        # Kept as JSON text: Keras would wrap a dict attribute in a tracking container.
+        self._metadata_json = json.dumps(dict(value or {}))
+
+    @property
+    def num_styles(self):
+        """Number of styles of a multi-style network; None for a single-style network."""
+        return None if self.style_names is None else len(self.style_names)
+
+    def norm_layers(self):
+        """The instance normalization layers in the order the network applies them.
+
+        Returns:
+            list of ``(ConvBlock, InstanceNormalization)`` pairs, one per normalized
+            convolution (15 for 5 residual blocks); the head has none.
+        """
+        pairs = []
+        for block in self.blocks:
+            convs = [block.block1, block.block2] if isinstance(block, ResidualBlock) else (
+                [block.block] if isinstance(block, UpsampleConv2D) else [block])
+            pairs.extend((conv, conv.norm) for conv in convs)
+        return pairs
+
+    def style_weights(self, style=None, strength=1.0):
+        """Blend weights over this network's styles for a user's style selection.
+
+        Args:
+            style: a style name (str), an index (int), a dict ``{name: weight}``, or a
+                sequence of N weights. Weights must be finite, >= 0 and not all zero;
+                they are normalized to sum to one.
+            strength: float >= 0. 1 is the style as trained; below 1 blends the
+                normalization parameters toward the ``"photo"`` style (0 is the photo),
+                above 1 extrapolates away from it (up to :data:`MAX_STRENGTH`).
+
+        Returns:
+            np.ndarray float32 ``[N]``.
+
+        Raises:
+            ConfigError: a single-style network, an unknown name or index, bad weights,
+                or a strength other than 1 on a network without a ``"photo"`` style.
+        """
+        return np.asarray(_style_weights(self.style_names, style, strength), np.float32)
 
     def build(self, input_shape):
         if self.built:
@@ -105,17 +259,30 @@ class TransformerNet(keras.Model):
             block.build(shape)
             shape = block.compute_output_shape(shape)
 
-    def call(self, images, statistics=None, return_statistics=False):
+    def selection(self, style, batch):
+        """Float32 ``[B, N]`` blend weights from a ``style`` call argument (None if single-style)."""
+        if self.style_names is None:
+            if style is not None:
+                raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
+            return None
+        if style is None:
+            raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); pass "
+                              f"`style` (indices [B] or blend weights [B, {self.num_styles}]). Received: style=None")
+        return style_matrix(style, self.num_styles, batch)
+
+    def call(self, images, style=None, statistics=None, return_statistics=False):
         images = tf.convert_to_tensor(images)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
-        (top, bottom), (left, right) = _align_padding(height, width)
+        weights = self.selection(style, tf.shape(images)[0])
+        conditional = {} if weights is None else {"style_weights": weights}
+        (top, bottom), (left, right) = align_padding(height, width)
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
         x = tf.cast(x, self.compute_dtype)
         used = []
         for index, block in enumerate(self.blocks):
             given = None if statistics is None else statistics[index]
-            x, stats = block(x, statistics=given, return_statistics=True)
+            x, stats = block(x, statistics=given, return_statistics=True, **conditional)
             used.append(stats)
         x = tf.cast(self.head(x), tf.float32)  # Output activation in float32 under mixed precision.
         x = 127.5 * (tf.tanh(x[:, top:top + height, left:left + width]) + 1.0)
@@ -126,7 +293,8 @@ class TransformerNet(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=list(self.filters), num_residual_blocks=self.num_residual_blocks)
+        config.update(filters=list(self.filters), num_residual_blocks=self.num_residual_blocks,
+                      width_multiplier=self.width_multiplier, style_names=self.style_names, metadata=self.metadata)
         return config
 
 
@@ -314,7 +482,7 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, preci
         method="area")
     _, statistics = forward(thumbnail, return_statistics=True)
 
-    (top, bottom), (left, right) = [[int(p) for p in pair] for pair in _align_padding(height, width)]
+    (top, bottom), (left, right) = [[int(p) for p in pair] for pair in align_padding(height, width)]
     padded = tf.pad(batch, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT").numpy()
     full_h, full_w = padded.shape[1:3]
     tile = tile // _ALIGN * _ALIGN
