@@ -98,6 +98,12 @@ def add_stylize_arguments(parser):
     fast.add_argument("--tile", type=int, default=0, metavar="PX",
                       help="stylize images larger than PX in PX-sized tiles (bounded memory; .keras only; 0: off)")
     fast.add_argument("--overlap", type=int, default=32, metavar="PX", help="tile overlap, blended [32]")
+    fast.add_argument("--style-name", metavar="NAME[:W,...]",
+                      help="multi-style network: the style to apply, or a blend such as candy:0.7,udnie:0.3 "
+                           "(weights are normalized; blending mixes the instance-norm parameters)")
+    fast.add_argument("--style-strength", type=float, default=1.0, metavar="S",
+                      help="multi-style network with a 'photo' style: 0 is the photo, 1 the style as trained, "
+                           "up to 2 stronger [1]")
     fast.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass [4]")
     io.add_argument("--mask", help="spatial control: a mask image with one grey level per style image "
                     "(darkest region takes the first style); PNG, same aspect as the content")
@@ -259,6 +265,7 @@ def run_fast_stylize(args):
     if precision is not None and not isinstance(model, transformer.TransformerNet):
         raise ConfigError(f"--precision needs the .keras file of the network; a SavedModel runs in the precision "
                           f"it was exported with. Received: model='{args.model}', precision={precision}")
+    style = _style_selection(model, args.style_name, args.style_strength)
     size = getattr(args, "image_size", None)
     photos = [images.load_image(p, max_size=size, min_size=transformer.MIN_INPUT_SIZE) for p in inputs]
     start = time.perf_counter()
@@ -272,10 +279,10 @@ def run_fast_stylize(args):
             if args.tile and max(photos[chunk[0]].shape[1:3]) > args.tile:
                 for i in chunk:
                     results[i] = transformer.stylize_tiled(model, photos[i], args.tile, args.overlap,
-                                                           precision=precision)
+                                                           precision=precision, style=style)
             else:
                 batch = transformer.stylize_image(model, np.concatenate([photos[i] for i in chunk]),
-                                                  precision=precision)
+                                                  precision=precision, style=style)
                 for i, result in zip(chunk, batch):
                     results[i] = result[None]
     for photo, result, target in zip(photos, results, targets):
@@ -286,6 +293,44 @@ def run_fast_stylize(args):
     where = output if to_folder else targets[0]
     print(f"Saved {len(targets)} image(s) to {where} in {seconds:.1f} s with {args.model}")
     return 0
+
+
+def parse_style_selection(text):
+    """``"candy"`` or ``"candy:0.7,udnie:0.3"`` -> ``{name: weight}`` (a bare name weighs 1).
+
+    Raises:
+        ConfigError: an empty entry or a weight that is not a number.
+    """
+    from nst_tf.errors import ConfigError
+
+    selection = {}
+    for entry in text.split(","):
+        name, _, weight = entry.strip().partition(":")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = None
+        if not name or value is None:
+            raise ConfigError(f"--style-name takes NAME or NAME:WEIGHT,NAME:WEIGHT,... (e.g. candy:0.7,udnie:0.3). "
+                              f"Received: style_name={text!r}")
+        selection[name] = selection.get(name, 0.0) + value
+    return selection
+
+
+def _style_selection(model, style_name, strength):
+    """The blend weights `model` needs for ``--style-name`` and ``--style-strength`` (None: single style)."""
+    from nst_tf.errors import ConfigError
+
+    names = getattr(model, "style_names", None)
+    if names is None:
+        if style_name is not None or strength != 1.0:
+            raise ConfigError(f"This network has a single style: --style-name and --style-strength need a "
+                              f"multi-style network. Received: style_name={style_name!r}, strength={strength}")
+        return None
+    if style_name is None:
+        raise ConfigError(f"This network has {len(names)} styles; choose one with --style-name "
+                          f"({', '.join(names)}). Received: style_name=None")
+    return model.style_weights(parse_style_selection(style_name), strength)
 
 
 def _content_files(paths):
@@ -436,8 +481,11 @@ def add_train_arguments(parser):
 
     d = TrainConfig(style="", data="", output="x.keras")
     io = parser.add_argument_group("files")
-    io.add_argument("--style", required=True, nargs="+",
+    io.add_argument("--style", nargs="+",
                     help="style image; several train one multi-style network (conditional instance norm)")
+    io.add_argument("--add-style", metavar="IMAGE",
+                    help="add this style to the multi-style network --init-model, training only its "
+                         "normalization parameters (minutes, not hours)")
     io.add_argument("--data", required=True, help="folder of training photos (JPEG/PNG/BMP/GIF, recursive)")
     io.add_argument("--output", required=True, help="trained TransformerNet, .keras (written at the end, atomically)")
     io.add_argument("--backup-dir", help="BackupAndRestore folder: rerun the same command to resume a killed run")

@@ -148,7 +148,7 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def with_random_styles(dataset, num_styles, seed=None):
+def with_random_styles(dataset, num_styles, seed=None, choices=None):
     """Pairs every photo of a batched photo dataset with a uniformly random style index.
 
     Batches therefore mix styles, as multi-style training wants (each example its own
@@ -158,14 +158,19 @@ def with_random_styles(dataset, num_styles, seed=None):
         dataset: tf.data.Dataset of float32 ``[B, H, W, 3]`` batches (:func:`photo_dataset`).
         num_styles: int >= 1.
         seed: int or None. Seeds the style draw.
+        choices: optional sequence of style indices to draw from (e.g. only a newly
+            added style); None draws from all `num_styles`.
 
     Returns:
         tf.data.Dataset of dicts ``{"images": [B, H, W, 3] float32, "style": [B] int32}``.
     """
     draws = tf.data.Dataset.random(seed=None if seed is None else seed + 1)
 
+    choices = tf.constant(list(range(num_styles)) if choices is None else list(choices), tf.int64)
+
     def pair(images, numbers):
-        return {"images": images, "style": tf.cast(numbers % num_styles, tf.int32)}
+        index = tf.gather(choices, numbers % tf.size(choices, out_type=tf.int64))
+        return {"images": images, "style": tf.cast(index, tf.int32)}
 
     batch = dataset.element_spec.shape[0]
     return tf.data.Dataset.zip((dataset, draws.batch(batch))).map(pair)

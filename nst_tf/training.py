@@ -31,7 +31,7 @@ import tensorflow as tf
 from nst_tf import backbones, data, files, images, losses
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
-from nst_tf.transformer import PHOTO_STYLE, TransformerNet, load_transformer
+from nst_tf.transformer import PHOTO_STYLE, TransformerNet, load_transformer, with_added_style
 
 # Johnson 2016 sec. 4.1: content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3 (Keras names).
 _VGG_LAYERS = (("block2_conv2",), ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"))
@@ -312,6 +312,10 @@ class TrainConfig:
             style has the same weighted style loss on the photos
             (:func:`balanced_style_weights`). Defaults to False.
         flip: bool. Random horizontal flips of the training crops. Defaults to False.
+        add_style: str or None. A style image to add to the multi-style network
+            `init_model` by training only its new ``gamma``/``beta`` rows, the
+            convolutions and the other styles frozen (Dumoulin et al. 2017, sec. 4);
+            `style` is then unused. Its weight follows the network's balance.
 
     Raises:
         ConfigError: a value out of range, both or a bad `steps`/`epochs`, unknown
@@ -346,8 +350,17 @@ class TrainConfig:
     num_residual_blocks: int = 5
     balance_style_weights: bool = False
     flip: bool = False
+    add_style: Optional[str] = None
 
     def __post_init__(self):
+        if self.add_style is not None:
+            if not self.init_model:
+                raise ConfigError(f"--add-style needs --init-model, the multi-style network to extend. "
+                                  f"Received: add_style={self.add_style!r}, init_model=None")
+            object.__setattr__(self, "style", (self.add_style,))
+        elif not self.style:
+            raise ConfigError("Give the style image(s) with --style (or --add-style with --init-model). "
+                              "Received: style=None")
         if isinstance(self.style, (list, tuple)):
             object.__setattr__(self, "style", tuple(str(path) for path in self.style))
         if self.style_names is not None:
@@ -549,7 +562,17 @@ def train(config, callbacks=(), verbose="auto"):
         if config.image_size < extractor.min_input_size:
             raise ConfigError(f"--image-size must be at least {extractor.min_input_size} for {config.loss_network}. "
                               f"Received: image_size={config.image_size}")
-        if config.init_model:
+        added = None
+        if config.add_style:
+            base = load_transformer(config.init_model, dtype=policy)
+            name = config.style_names[0] if config.style_names else pathlib.Path(config.add_style).stem
+            transformer = with_added_style(base, name)
+            added = transformer.num_styles - 1
+            for block, _ in transformer.norm_layers():  # Only the gamma/beta tables train.
+                block.conv.trainable = False
+            transformer.head.trainable = False
+            styles = [None] * added + styles
+        elif config.init_model:
             transformer = load_transformer(config.init_model, dtype=policy)
         elif config.multi_style:
             transformer = TransformerNet(width_multiplier=config.width_multiplier,
@@ -561,7 +584,9 @@ def train(config, callbacks=(), verbose="auto"):
                                          num_residual_blocks=config.num_residual_blocks, dtype=policy)
         style_weight = config.style_weight
         photo_losses = None
-        if config.balance_style_weights:
+        if added is not None:
+            style_weight, photo_losses = _added_style_weight(transformer, styles, extractor, photos, config)
+        elif config.balance_style_weights:
             probe = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
                                      feature_extractor=extractor)
             calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], config.image_size)
@@ -580,7 +605,8 @@ def train(config, callbacks=(), verbose="auto"):
     dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed,
                                  flip=config.flip)
     if transformer.num_styles:
-        dataset = data.with_random_styles(dataset, transformer.num_styles, seed=config.seed)
+        dataset = data.with_random_styles(dataset, transformer.num_styles, seed=config.seed,
+                                          choices=None if added is None else [added])
     steps = config.total_steps(len(photos.files))
     chunk = config.save_every
     all_callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -610,9 +636,50 @@ def train(config, callbacks=(), verbose="auto"):
     result = {"output": str(output), "steps": done, "seconds": seconds,
               "images_per_second": run_steps * config.batch_size / seconds if seconds else float("nan"),
               "photos": len(photos.files), "skipped": len(photos.skipped), "history": history.history}
-    transformer.metadata = training_metadata(config, trainer, result, photo_losses)
+    if added is None:
+        transformer.metadata = training_metadata(config, trainer, result, photo_losses)
+    else:
+        transformer.metadata = added_style_metadata(transformer, config, trainer, result, photo_losses)
     save_transformer(transformer, output)
     return result
+
+
+def _added_style_weight(transformer, styles, extractor, photos, config):
+    """Style weights ``[0, ..., 0, w]`` for a style added to `transformer`, and the photo losses.
+
+    The network's metadata holds each trained style's weight and photo style loss; a
+    balanced network has ``w_s * L_s`` equal for all styles, so the new style gets
+    ``w = median(w_s * L_s) / L_new``.  Without that metadata, ``--style-weight`` (or
+    the loss network's default) is used as is.
+    """
+    count = transformer.num_styles
+    base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if config.style_weight is None else config.style_weight
+    weights = [0.0] * (count - 1) + [base]
+    probe = FastStyleTrainer(transformer, styles, style_weight=weights, feature_extractor=extractor)
+    calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], config.image_size)
+    losses_now = style_loss_of_photos(probe, calibration)
+    products = [entry["style_weight"] * entry["photo_style_loss"]
+                for entry in transformer.metadata.get("styles", {}).values()
+                if entry.get("style_weight") and entry.get("photo_style_loss")]
+    if products and config.style_weight is None and losses_now[-1] > 0:
+        weights[-1] = float(np.median(products) / losses_now[-1])
+    return weights, losses_now
+
+
+def added_style_metadata(transformer, config, trainer, result, photo_losses):
+    """The extended network's metadata: the base network's, plus the added style and its run."""
+    metadata = transformer.metadata
+    name = transformer.style_names[-1]
+    entry = {"image": config.add_style, "style_weight": float(trainer.style_weights.numpy()[-1])}
+    if photo_losses is not None:
+        entry["photo_style_loss"] = float(photo_losses[-1])
+    metadata.setdefault("styles", {})[name] = entry
+    history = result.get("history", {})
+    metadata.setdefault("added_styles", []).append({
+        "name": name, "config": dataclasses.asdict(config), "steps": int(result["steps"]),
+        "seconds_this_run": float(result["seconds"]), "images_per_second": float(result["images_per_second"]),
+        "final_losses": {key: float(values[-1]) for key, values in history.items() if values}})
+    return metadata
 
 
 def training_metadata(config, trainer, result, photo_losses=None):

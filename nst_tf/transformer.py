@@ -12,6 +12,7 @@ bounded memory, tiles normalized with the statistics of a thumbnail: Chen et al.
 Normalization", AAAI 2022).
 """
 
+import functools
 import json
 import math
 import pathlib
@@ -344,6 +345,40 @@ def load_transformer(path, dtype=None):
     return model
 
 
+def with_added_style(model, name):
+    """A copy of a multi-style network with one more style (Dumoulin et al. 2017, sec. 4).
+
+    Every weight is copied; the new style's ``gamma`` and ``beta`` rows start as the
+    mean of the existing rows, so training only those rows (the convolutions frozen)
+    adds the style without changing what the network does for the others.
+
+    Args:
+        model: TransformerNet with `style_names`, built.
+        name: str. The new style's name; not already present.
+
+    Returns:
+        TransformerNet with ``style_names + [name]`` and the same dtype policy and metadata.
+
+    Raises:
+        ConfigError: `model` is single-style, or `name` is taken or invalid.
+    """
+    if model.style_names is None:
+        raise ConfigError("A style can be added to a multi-style network only (one trained with several --style "
+                          "images or --photo-style). Received: a single-style network")
+    if name in model.style_names:
+        raise ConfigError(f"The network already has a style named {name!r}; choose another name with "
+                          f"--style-names. Received: name={name!r}")
+    config = {**model.get_config(), "style_names": list(model.style_names) + [name]}
+    extended = TransformerNet.from_config(config)
+    extended.build((None, None, None, 3))
+    for target, source in zip(extended.weights, model.weights, strict=True):
+        value = source.numpy()
+        if tuple(target.shape) != value.shape:  # A gamma or beta table: one more row.
+            value = np.concatenate([value, value.mean(axis=0, keepdims=True)])
+        target.assign(value)
+    return extended
+
+
 def _as_batch(image):
     array = tf.convert_to_tensor(image, dtype=tf.float32)
     if array.shape.rank == 3:
@@ -378,7 +413,14 @@ def _compute_dtype(model, precision):
     return precision
 
 
-def stylize_image(model, image, precision=None):
+def _styled(forward, style):
+    """`forward` with the style selection bound (a multi-style network), or as is."""
+    if style is None:
+        return forward
+    return functools.partial(forward, style=style)
+
+
+def stylize_image(model, image, precision=None, style=None):
     """Stylizes whole images in one forward pass.
 
     A :class:`TransformerNet` runs through its cached compiled inference graph
@@ -394,6 +436,8 @@ def stylize_image(model, image, precision=None):
         precision: None (the model's compute dtype), ``"float32"`` or ``"bfloat16"``
             (convolutions in bfloat16, normalization statistics and output float32;
             about 2x faster on CPUs with AVX512_BF16, pixels within a few levels).
+        style: multi-style networks only: float ``[N]`` or ``[B, N]`` blend weights
+            (:meth:`TransformerNet.style_weights`) or int ``[B]`` style indices.
 
     Returns:
         np.ndarray float32 ``[B, H, W, 3]`` (a batch of 1 for a single image), in [0, 255].
@@ -402,7 +446,7 @@ def stylize_image(model, image, precision=None):
         ImageError: wrong shape, or a side below ``MIN_INPUT_SIZE`` pixels.
         ConfigError: an unknown `precision`, or one given for a model that is not a TransformerNet.
     """
-    forward = _forward(model, precision)
+    forward = _styled(_forward(model, precision), style)
     return np.asarray(forward(_as_batch(image)), dtype=np.float32)
 
 
@@ -425,7 +469,7 @@ def _starts(size, tile, stride):
     return sorted(set(starts))
 
 
-def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, precision=None):
+def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, precision=None, style=None):
     """Stylizes one large image tile by tile, with seamless blending.
 
     Every tile is normalized with the instance-norm statistics of a thumbnail of the
@@ -450,6 +494,7 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, preci
         thumbnail_size: int or None. Longest side of the thumbnail whose statistics
             normalize all tiles; None uses `tile`. An image no larger is used as is.
         precision: None, ``"float32"`` or ``"bfloat16"``, as in :func:`stylize_image`.
+        style: multi-style networks only: blend weights or indices, as in :func:`stylize_image`.
 
     Returns:
         np.ndarray float32 ``[1, H, W, 3]``, RGB in [0, 255].
@@ -468,7 +513,7 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, preci
     thumbnail_size = tile if thumbnail_size is None else thumbnail_size
     if isinstance(thumbnail_size, bool) or not isinstance(thumbnail_size, (int, np.integer)) or thumbnail_size < 8:
         raise ConfigError(f"`thumbnail_size` must be an int >= 8. Received: thumbnail_size={thumbnail_size!r}")
-    forward = _forward(model, precision)
+    forward = _styled(_forward(model, precision), style)
     batch = _as_batch(image)
     if batch.shape[0] != 1:
         raise ImageError(f"stylize_tiled takes one image. Received: shape={tuple(batch.shape)}")
@@ -507,10 +552,15 @@ class SavedModelStylizer:
     """A TF Serving version folder used like a TransformerNet: ``stylizer(images) -> images``.
 
     Calls the SavedModel's ``serving_default`` signature (uint8 in and out, see
-    :mod:`nst_tf.export`), so pixels are rounded to uint8 on the way in and out.
+    :mod:`nst_tf.export`), so pixels are rounded to uint8 on the way in and out.  A
+    multi-style SavedModel runs its ``stylize_blend`` signature; its style names come
+    from its ``style_names`` signature.
 
     Args:
         path: a SavedModel folder (``saved_models/<model>/<version>/``).
+
+    Attributes:
+        style_names: list of str, or None for a single-style network.
 
     Raises:
         WeightsError: not a SavedModel, or without the nst_tf serving signature.
@@ -529,10 +579,36 @@ class SavedModelStylizer:
                                f"{received}") from None
         self._loaded = loaded  # Keeps the signature's variables alive.
         self._input, self._output = export.INPUT_IMAGES, export.OUTPUT_IMAGES
+        self.style_names = None
+        if export.SIGNATURE_BLEND in loaded.signatures:
+            self._signature = loaded.signatures[export.SIGNATURE_BLEND]
+            count = self._signature.structured_input_signature[1][export.INPUT_STYLE_WEIGHTS].shape[-1]
+            names = loaded.signatures[export.SIGNATURE_STYLE_NAMES](
+                **{export.INPUT_STYLE_INDEX: tf.range(count)})[export.OUTPUT_STYLE_NAMES]
+            self.style_names = [name.decode() for name in names.numpy()]
 
-    def __call__(self, images, training=False):
+    @property
+    def num_styles(self):
+        """Number of styles; None for a single-style network."""
+        return None if self.style_names is None else len(self.style_names)
+
+    def style_weights(self, style=None, strength=1.0):
+        """Blend weights for a style selection, as :meth:`TransformerNet.style_weights`."""
+        return np.asarray(_style_weights(self.style_names, style, strength), np.float32)
+
+    def __call__(self, images, training=False, style=None):
+        from nst_tf import export
+
         pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-        return tf.cast(self._signature(**{self._input: pixels})[self._output], tf.float32)
+        inputs = {self._input: pixels}
+        if self.style_names is not None:
+            if style is None:
+                raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); "
+                                  f"pass `style`. Received: style=None")
+            inputs[export.INPUT_STYLE_WEIGHTS] = style_matrix(style, self.num_styles, tf.shape(pixels)[0])
+        elif style is not None:
+            raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
+        return tf.cast(self._signature(**inputs)[self._output], tf.float32)
 
 
 def load_stylizer(path):
