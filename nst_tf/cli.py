@@ -479,7 +479,7 @@ def add_train_arguments(parser):
     """Flags of ``train``; each is the :class:`nst_tf.training.TrainConfig` field of the same name."""
     from nst_tf.training import STRATEGIES, TrainConfig
 
-    d = TrainConfig(style="", data="", output="x.keras")
+    d = TrainConfig(style="style.jpg", data="", output="x.keras")
     io = parser.add_argument_group("files")
     io.add_argument("--style", nargs="+",
                     help="style image; several train one multi-style network (conditional instance norm)")

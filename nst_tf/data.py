@@ -168,12 +168,13 @@ def with_random_styles(dataset, num_styles, seed=None, choices=None):
 
     choices = tf.constant(list(range(num_styles)) if choices is None else list(choices), tf.int64)
 
-    def pair(images, numbers):
-        index = tf.gather(choices, numbers % tf.size(choices, out_type=tf.int64))
-        return {"images": images, "style": tf.cast(index, tf.int32)}
+    def pair(images, seed):
+        # Stateless draws from one seed per batch: reproducible, and any batch size works.
+        draw = tf.random.stateless_uniform(tf.shape(images)[:1], [seed, 0], maxval=tf.size(choices, out_type=tf.int64),
+                                           dtype=tf.int64)
+        return {"images": images, "style": tf.cast(tf.gather(choices, draw), tf.int32)}
 
-    batch = dataset.element_spec.shape[0]
-    return tf.data.Dataset.zip((dataset, draws.batch(batch))).map(pair)
+    return tf.data.Dataset.zip((dataset, draws)).map(pair)
 
 
 def center_crops(files, image_size):

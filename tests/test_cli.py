@@ -253,3 +253,61 @@ def test_model_bad_files(photo, tmp_path, capsys):
         assert code == 2 and message in err and not (tmp_path / "o.png").exists()
     code, _, err = run_cli(["--content", str(photo), "--output", str(tmp_path / "o.png")], capsys)
     assert code == 2 and "--style is required" in err
+
+
+# ---------------------------------------------------------------- stylize --model with a multi-style network
+
+
+@pytest.fixture(scope="module")
+def multi_network(tmp_path_factory):
+    from conftest import random_transformer
+
+    model = random_transformer(2, filters=(4, 8, 8), num_residual_blocks=1, style_names=["candy", "udnie", "photo"])
+    path = tmp_path_factory.mktemp("multi") / "multi.keras"
+    model.save(path)
+    return path, model
+
+
+def test_model_style_name_blend_and_strength(multi_network, photo, tmp_path, capsys):
+    path, model = multi_network
+    outputs = {}
+    for name, extra in {"candy": ["--style-name", "candy"], "udnie": ["--style-name", "udnie"],
+                        "blend": ["--style-name", "candy:0.7,udnie:0.3"],
+                        "weak": ["--style-name", "candy", "--style-strength", "0.0"]}.items():
+        out = tmp_path / f"{name}.png"
+        assert cli.stylize_main(["--model", str(path), "--content", str(photo), "--output", str(out)] + extra) == 0
+        outputs[name] = np.asarray(Image.open(out), np.float32)
+    photo_pixels = images.load_image(photo)
+    expected = np.asarray(model(photo_pixels, style=model.style_weights({"candy": 0.7, "udnie": 0.3})))[0]
+    assert np.abs(outputs["blend"] - expected).max() <= 1.0
+    assert np.abs(outputs["candy"] - outputs["udnie"]).mean() > 1.0
+    np.testing.assert_allclose(outputs["weak"], np.asarray(Image.open(_photo_style(model, photo, tmp_path))), atol=1)
+
+
+def _photo_style(model, photo, tmp_path):
+    out = tmp_path / "photo_style.png"
+    images.save_image(np.asarray(model(images.load_image(photo), style=[2])), out)
+    return out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--style-name", "zebra"], "Unknown style name 'zebra'; this network has: candy, udnie, photo"),
+    (["--style-name", "candy:-1"], "finite, >= 0 and not all zero"),
+    (["--style-name", "candy:nan"], "finite, >= 0 and not all zero"),
+    (["--style-name", "candy:0,udnie:0"], "finite, >= 0 and not all zero"),
+    (["--style-name", "candy:x"], "--style-name takes NAME or NAME:WEIGHT"),
+    (["--style-name", "candy", "--style-strength", "2.5"], "strength must be a number in [0, 2.0]"),
+    ([], "choose one with --style-name (candy, udnie, photo)"),
+])
+def test_model_bad_style_selection(multi_network, photo, tmp_path, capsys, extra, message):
+    out = tmp_path / "o.png"
+    code, _, err = run_cli(["--model", str(multi_network[0]), "--content", str(photo), "--output", str(out)] + extra,
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err and not out.exists()
+
+
+def test_blend_on_a_single_style_network_is_refused(tiny_network, photo, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    code, _, err = run_cli(["--model", str(tiny_network[1]), "--content", str(photo), "--output", str(out),
+                            "--style-name", "candy:0.5,udnie:0.5"], capsys)
+    assert code == 2 and "single style" in err and not out.exists()

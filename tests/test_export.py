@@ -275,3 +275,67 @@ def test_export_script(net, tmp_path, capsys):
         assert script.export_main(args + ["--saved-models", str(root)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and match in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- multi-style networks
+
+
+def tiny_multi(seed=0):
+    from conftest import random_transformer
+
+    return random_transformer(seed, filters=(4, 8, 8), num_residual_blocks=1, style_names=["a", "b", "photo"])
+
+
+@pytest.fixture(scope="module")
+def multi_export(tmp_path_factory):
+    model = tiny_multi()
+    result = export.export_model(model, tmp_path_factory.mktemp("multi") / "styles", max_image_size=MAX)
+    return model, tf.saved_model.load(str(result.path)), result.path
+
+
+def test_multi_style_savedmodel_selects_by_name_and_blends(multi_export):
+    model, loaded, _ = multi_export
+    assert set(loaded.signatures) == set(export.MULTI_STYLE_SIGNATURES)
+    images = (np.random.default_rng(0).random((2, 20, 24, 3)) * 255).astype("uint8")
+    by_name = loaded.signatures["serving_default"](images=tf.constant(images), style=tf.constant(["b", "a"]))
+    expected = to_uint8(np.asarray(model(images.astype("float32"), style=np.array([1, 0]))))
+    assert np.abs(by_name["stylized_images"].numpy().astype(int) - expected).max() <= 1
+    weights = np.array([[0.3, 0.7, 0.0]], "float32")
+    blend = loaded.signatures["stylize_blend"](images=tf.constant(images), style_weights=tf.constant(weights))
+    expected = to_uint8(np.asarray(model(images.astype("float32"), style=weights)))
+    assert np.abs(blend["stylized_images"].numpy().astype(int) - expected).max() <= 1
+    files = tf.constant([encode(images[0]), encode(images[1])])
+    encoded = loaded.signatures["stylize_bytes"](image_bytes=files, style=tf.constant(["b"]))
+    decoded = tf.io.decode_png(encoded["stylized_image_bytes"][0]).numpy().astype(int)
+    assert np.abs(decoded - by_name["stylized_images"].numpy()[0]).max() <= 1  # Image 0 in style "b" both times.
+    names = loaded.signatures["style_names"](style_index=tf.range(3))["style_names"].numpy()
+    assert [n.decode() for n in names] == ["a", "b", "photo"]
+
+
+@pytest.mark.parametrize("signature, inputs, message", [
+    ("serving_default", {"style": ["zebra"]}, "Unknown style name; this model has: a, b, photo"),
+    ("serving_default", {"style": ["a", "b", "a"]}, "one style name per image"),
+    ("stylize_blend", {"style_weights": [[np.nan, 1, 0]]}, "style_weights must be finite"),
+    ("style_names", {"style_index": [3]}, r"style_index must lie in \[0, 3\)"),
+])
+def test_multi_style_savedmodel_refuses_bad_styles(multi_export, signature, inputs, message):
+    _, loaded, _ = multi_export
+    arguments = {"images": tf.zeros((2, 8, 8, 3), tf.uint8)} if signature != "style_names" else {}
+    for name, value in inputs.items():
+        arguments[name] = tf.constant(value, tf.float32 if name == "style_weights" else None)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures[signature](**arguments)
+
+
+def test_saved_model_stylizer_discovers_the_style_names(multi_export):
+    from nst_tf.transformer import SavedModelStylizer, stylize_image
+
+    model, _, path = multi_export
+    stylizer = SavedModelStylizer(path)
+    assert stylizer.style_names == ["a", "b", "photo"]
+    photo = (np.random.default_rng(1).random((1, 16, 16, 3)) * 255).round().astype("float32")
+    weights = stylizer.style_weights("b", strength=0.5)
+    got = stylize_image(stylizer, photo, style=weights)
+    assert np.abs(got - to_uint8(np.asarray(model(photo, style=weights)))).max() <= 1
+    requests = list(tf.data.TFRecordDataset(str(path / export.WARMUP_FILE)))
+    assert len(requests) == 3  # serving_default, stylize_bytes, stylize_blend, each with a style.

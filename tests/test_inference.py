@@ -197,3 +197,24 @@ def test_bad_arguments(net, graph):
     with pytest.raises(ConfigError, match="statistics") as info:
         graph(_photo((1, 16, 16, 3)), statistics=[(tf.zeros([1, 1, 1, 32]), tf.ones([1, 1, 1, 32]))])
     assert "\n" not in str(info.value) and "Received:" in str(info.value)
+
+
+# ---------------------------------------------------------------- multi-style networks
+
+
+@pytest.mark.parametrize("compute_dtype, atol", [("float32", ATOL), ("bfloat16", None)])
+def test_graph_equals_keras_call_for_an_index_and_a_blend(compute_dtype, atol):
+    model = random_transformer(3, filters=(8, 16, 16), num_residual_blocks=2, style_names=["a", "b", "c"])
+    images = _photo((2, 20, 28, 3))
+    graph = inference_graph(model, compute_dtype)
+    for style in (np.array([2, 0]), np.array([[0.2, 0.5, 0.3], [0.0, 1.0, 0.0]], "float32")):
+        expected = np.asarray(model(images, style=style))
+        got = np.asarray(graph(images, style=style))
+        if atol is None:  # bfloat16 convolutions: a few levels, as for single-style networks.
+            assert np.abs(got - expected).mean() < 3.0
+        else:
+            np.testing.assert_allclose(got, expected, atol=atol)
+    one, statistics = graph(images[:1], style=[1], return_statistics=True)
+    np.testing.assert_allclose(graph(images[:1], style=[1], statistics=statistics), one, atol=ATOL)
+    with pytest.raises(ConfigError, match="pass `style`"):
+        graph(images)

@@ -116,3 +116,55 @@ def test_mixed_bfloat16_keeps_float32_weights_and_statistics():
     assert y.dtype == tf.bfloat16
     assert all(w.dtype == "float32" for w in block.weights)
     assert stats[0][0][0].dtype == tf.float32
+
+
+# ---------------------------------------------------------------- conditional instance normalization
+
+
+def _conditional(num_styles=3, channels=4, seed=0):
+    from nst_tf.layers import ConditionalInstanceNormalization
+
+    layer = ConditionalInstanceNormalization(num_styles)
+    layer.build((None, None, None, channels))
+    rng = np.random.default_rng(seed)
+    layer.gamma.assign(rng.uniform(0.5, 1.5, (num_styles, channels)).astype("float32"))
+    layer.beta.assign(rng.normal(0, 1, (num_styles, channels)).astype("float32"))
+    return layer
+
+
+def test_conditional_norm_selecting_style_k_equals_instance_norm_with_row_k():
+    layer, x = _conditional(), _images()
+    for k in range(3):
+        plain = InstanceNormalization()
+        plain.build(x.shape)
+        plain.gamma.assign(layer.gamma[k])
+        plain.beta.assign(layer.beta[k])
+        one_hot = np.eye(3, dtype="float32")[[k, k]]
+        np.testing.assert_allclose(layer(x, style_weights=one_hot), plain(x), atol=1e-5)
+
+
+def test_conditional_norm_blends_gamma_and_beta_per_example():
+    layer, x = _conditional(), _images()
+    weights = np.array([[0.2, 0.8, 0.0], [0.0, 0.5, 0.5]], "float32")
+    singles = [np.asarray(layer(x, style_weights=np.eye(3, dtype="float32")[[k, k]])) for k in range(3)]
+    # Affine in (gamma, beta), so a convex blend of the rows is the same blend of the outputs.
+    expected = np.stack([sum(weights[b, k] * singles[k][b] for k in range(3)) for b in range(2)])
+    np.testing.assert_allclose(layer(x, style_weights=weights), expected, atol=1e-5)
+    gamma, beta = layer.blended(weights)
+    np.testing.assert_allclose(gamma, weights @ layer.gamma.numpy(), rtol=1e-6)
+
+
+def test_conditional_norm_config_round_trip_and_errors():
+    from nst_tf.layers import ConditionalInstanceNormalization
+
+    layer = _conditional(num_styles=2)
+    clone = ConditionalInstanceNormalization.from_config(layer.get_config())
+    assert clone.num_styles == 2 and clone.epsilon == layer.epsilon
+    with pytest.raises(ConfigError, match="needs `style_weights`"):
+        layer(_images())
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ConfigError, match="num_styles"):
+            ConditionalInstanceNormalization(bad)
+    block = ConvBlock(4, 3, num_styles=2)
+    assert type(block.norm).__name__ == "ConditionalInstanceNormalization"
+    assert ConvBlock.from_config(block.get_config()).num_styles == 2

@@ -308,3 +308,100 @@ def test_mirrored_gradients_equal_single_device_gradients():
     """)
     assert result["replicas"] == 2
     assert result["step"] > 1e-3 and result["diff"] < 1e-3 * result["step"]
+
+
+# ---------------------------------------------------------------- multi-style training (Dumoulin et al. 2017)
+
+
+def _per_style_loss(trainer, photos, count):
+    return [float(trainer.perceptual_losses(photos, trainer({"images": photos, "style": tf.fill([len(photos)], k)}),
+                                            tf.fill([len(photos)], k))["total"]) for k in range(count)]
+
+
+def test_multi_style_fit_lowers_every_styles_loss(extractor):
+    from nst_tf import data
+
+    keras.utils.set_random_seed(0)
+    net = TransformerNet(**SMALL, style_names=["stripes", "dots", "photo"])
+    styles = [_style(seed=3), _style(seed=9)[:, :, ::-1] * 0.5 + 60, None]
+    trainer = FastStyleTrainer(net, styles, feature_extractor=extractor, style_weight=[1e-2, 2e-2, 5.0])
+    assert trainer.loss_weights[1] == (1e-2, 2e-2, 0.0)  # The photo style has content loss only.
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    photos = _photos(4)
+    before = _per_style_loss(trainer, photos, 3)
+    batches = tf.data.Dataset.from_tensor_slices(photos).repeat().batch(4)
+    trainer.fit(data.with_random_styles(batches, 3, seed=0), epochs=1, steps_per_epoch=30, verbose=0)
+    after = _per_style_loss(trainer, photos, 3)
+    assert all(a < 0.8 * b for a, b in zip(after, before)), (before, after)
+
+
+def test_balanced_style_weights_equalize_the_photo_loss(extractor):
+    from nst_tf.training import balanced_style_weights, style_loss_of_photos
+
+    net = TransformerNet(**SMALL, style_names=["a", "b", "photo"])
+    trainer = FastStyleTrainer(net, [_style(seed=3), _style(seed=3) * 0.3, None], feature_extractor=extractor)
+    losses_of_photos = style_loss_of_photos(trainer, _photos(4))
+    assert losses_of_photos[2] == 0 and losses_of_photos[0] != losses_of_photos[1]
+    weights = balanced_style_weights(losses_of_photos, 0.01)
+    products = [w * loss for w, loss in zip(weights, losses_of_photos)][:2]
+    np.testing.assert_allclose(products[0], products[1], rtol=1e-9)
+    assert weights[2] == 0 and np.median(weights[:2]) != 0
+
+
+def test_train_multi_style_saves_names_and_reproducible_metadata(folder, style_file, tmp_path):
+    other = write_image(tmp_path / "other.png", (40, 40), seed=7)
+    config = _config(folder, style_file, tmp_path, style=(str(style_file), str(other)), photo_style=True,
+                     balance_style_weights=True, width_multiplier=0.5, steps=4, save_every=2, flip=True)
+    result = train(config)
+    model = load_transformer(config.output)
+    assert model.style_names == ["style", "other", "photo"] and model.channels == (16, 32, 64)
+    meta = model.metadata
+    assert meta["training"]["config"] == json.loads(json.dumps(dataclasses_asdict(config)))
+    assert meta["training"]["steps"] == result["steps"] == 4
+    weights = {name: entry["style_weight"] for name, entry in meta["styles"].items()}
+    assert weights["photo"] == 0 and weights["style"] > 0 and weights["other"] > 0
+    assert set(meta["training"]["final_losses"]) >= {"loss", "content_loss", "style_loss", "tv_loss"}
+    # The saved configuration repeats the run.
+    again = TrainConfig(**{**meta["training"]["config"], "output": str(tmp_path / "again.keras")})
+    assert again.names() == model.style_names
+
+
+def test_added_style_trains_only_its_own_row(folder, style_file, tmp_path):
+    other = write_image(tmp_path / "other.png", (40, 40), seed=7)
+    base_config = _config(folder, style_file, tmp_path, style=(str(style_file),), photo_style=True, steps=2,
+                          save_every=2, output=str(tmp_path / "base.keras"))
+    train(base_config)
+    base = load_transformer(base_config.output)
+    config = _config(folder, style_file, tmp_path, style=None, add_style=str(other), init_model=base_config.output,
+                     steps=4, save_every=2, learning_rate=0.05, output=str(tmp_path / "added.keras"))
+    train(config)
+    added = load_transformer(config.output)
+    assert added.style_names == ["style", "photo", "other"]
+    x = _photos(2)
+    for k in range(2):
+        np.testing.assert_array_equal(added(x, style=[k, k]), base(x, style=[k, k]))  # Bit-identical.
+    assert np.abs(np.asarray(added(x, style=[2, 2])) - np.asarray(base(x, style=[0, 0]))).mean() > 0.1
+    assert added.metadata["added_styles"][0]["name"] == "other" and "other" in added.metadata["styles"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("add-without-init", "--add-style needs --init-model"),
+    ("add-to-single", "multi-style network only"),
+    ("no-style", "Give the style image"),
+])
+def test_multi_style_cli_bad_input(folder, style_file, tmp_path, capsys, case, message):
+    single = tmp_path / "single.keras"
+    TransformerNet(**SMALL).save(single) if case == "add-to-single" else None
+    args = {"add-without-init": ["--add-style", str(style_file)],
+            "add-to-single": ["--add-style", str(style_file), "--init-model", str(single)],
+            "no-style": []}[case]
+    code = train_main(args + ["--data", str(folder), "--output", str(tmp_path / "o.keras"), "--steps", "1",
+                              "--loss-network", NETWORK, "--loss-weights-file", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "o.keras").exists()
+
+
+def dataclasses_asdict(config):  # noqa: D103
+    import dataclasses
+
+    return dataclasses.asdict(config)

@@ -174,3 +174,130 @@ def test_tiled_has_no_visible_seam(small_net):
     jumps = np.abs(np.diff(tiled, axis=1)).mean(axis=(0, 2))
     reference = np.abs(np.diff(whole, axis=1)).mean(axis=(0, 2))
     assert jumps.max() < 1.5 * reference.max() + 2
+
+
+# ---------------------------------------------------------------- multi-style networks (Dumoulin et al. 2017)
+
+STYLES = ["a", "b", "photo"]
+
+
+def _multi(seed=0, names=STYLES, **kwargs):
+    from conftest import random_transformer
+
+    return random_transformer(seed, style_names=names, **{**SMALL, **kwargs})
+
+
+def _single_with_blend(multi, weights):
+    """The single-style network whose gamma and beta are `weights` times the multi-style tables."""
+    single = TransformerNet(**SMALL)
+    single.build((None, None, None, 3))
+    for target, source in zip(single.weights, multi.weights, strict=True):
+        value = source.numpy()
+        target.assign(np.asarray(weights, "float32") @ value if value.ndim == 2 and target.shape.rank == 1
+                      else value)
+    return single
+
+
+def test_selecting_style_k_equals_a_single_style_network_with_its_gamma_and_beta():
+    multi, x = _multi(), _image(20, 24)
+    for k in range(len(STYLES)):
+        single = _single_with_blend(multi, np.eye(len(STYLES))[k])
+        np.testing.assert_allclose(multi(x, style=[k]), single(x), atol=1e-3)
+
+
+def test_style_indices_one_hot_and_blend_continuity():
+    multi, x = _multi(), _image(16, 16, batch=2)
+    by_index = np.asarray(multi(x, style=np.array([0, 1])))
+    by_weights = np.asarray(multi(x, style=np.array([[1, 0, 0], [0, 1, 0]], "float32")))
+    np.testing.assert_allclose(by_index, by_weights, atol=1e-4)
+    base = np.array([0.5, 0.5, 0.0], "float32")
+    steps = [np.abs(np.asarray(multi(x, style=base + [d, -d, 0])) - np.asarray(multi(x, style=base))).mean()
+             for d in (0.1, 0.01, 0.001)]
+    # Continuous: the output change shrinks with the weight change, about in proportion.
+    assert steps[0] > steps[1] > steps[2] and steps[2] < 0.05 * steps[0]
+    halfway = np.asarray(multi(x, style=base))
+    pixel_mix = 0.5 * by_weights[:, None][:, 0] + 0.5 * np.asarray(multi(x, style=np.array([1, 0])))
+    assert np.abs(halfway - pixel_mix).mean() > 0.1  # The blend is in gamma/beta, not in pixels.
+
+
+def test_multi_style_keras_round_trip_keeps_styles_and_metadata(tmp_path):
+    multi, x = _multi(), _image(12, 20)
+    multi.metadata = {"training": {"steps": 3}, "styles": {"a": {"style_weight": 0.5}}}
+    path = tmp_path / "multi.keras"
+    multi.save(path)
+    loaded = load_transformer(path)
+    assert loaded.style_names == STYLES and loaded.metadata == multi.metadata
+    assert loaded.channels == multi.channels
+    np.testing.assert_array_equal(loaded(x, style=[2]), multi(x, style=[2]))
+
+
+def test_width_multiplier_scales_channels_and_validates():
+    half = TransformerNet(width_multiplier=0.5)
+    assert half.channels == (16, 32, 64) and TransformerNet.from_config(half.get_config()).channels == (16, 32, 64)
+    for bad in (0, -1, float("nan"), "2", True):
+        with pytest.raises(ConfigError, match="width_multiplier"):
+            TransformerNet(width_multiplier=bad)
+    for names in ([], ["a", "a"], ["a:b"], [""]):
+        with pytest.raises(ConfigError, match="style_names"):
+            TransformerNet(style_names=names)
+
+
+def test_style_weights_from_names_blends_and_strength():
+    multi = _multi()
+    np.testing.assert_array_equal(multi.style_weights("b"), [0, 1, 0])
+    np.testing.assert_allclose(multi.style_weights({"a": 3, "b": 1}), [0.75, 0.25, 0])
+    np.testing.assert_allclose(multi.style_weights(1, strength=0.25), [0, 0.25, 0.75])
+    np.testing.assert_allclose(multi.style_weights("a", strength=0), [0, 0, 1])
+    np.testing.assert_allclose(multi.style_weights("a", strength=1.5), [1.5, 0, -0.5])
+    x = _image(16, 16)
+    np.testing.assert_allclose(multi(x, style=multi.style_weights("a", 0.0)), multi(x, style=[2]), atol=1e-4)
+
+
+@pytest.mark.parametrize("style, strength, message", [
+    ("zebra", 1.0, "Unknown style name 'zebra'; this network has: a, b, photo"),
+    ({"a": -1, "b": 2}, 1.0, "finite, >= 0 and not all zero"),
+    ({"a": float("nan")}, 1.0, "finite, >= 0 and not all zero"),
+    ([0, 0, 0], 1.0, "finite, >= 0 and not all zero"),
+    ([1, 0], 1.0, "a name, an index"),
+    (5, 1.0, r"Style index must be in \[0, 3\)"),
+    ("a", 2.5, r"strength must be a number in \[0, 2.0\]"),
+    ("a", float("inf"), "strength must be a number"),
+])
+def test_style_weights_bad_selection(style, strength, message):
+    with pytest.raises(ConfigError, match=message):
+        _multi().style_weights(style, strength)
+
+
+def test_strength_and_selection_need_the_right_network(net):
+    with pytest.raises(ConfigError, match="single style"):
+        net.style_weights("a")
+    with pytest.raises(ConfigError, match="no 'photo' style"):
+        _multi(names=["a", "b"]).style_weights("a", strength=0.5)
+    with pytest.raises(ConfigError, match="pass `style`"):
+        _multi()(_image(8, 8))
+    with pytest.raises(ConfigError, match="single style"):
+        net(_image(8, 8), style=[0])
+
+
+def test_added_style_copies_every_other_style_exactly():
+    from nst_tf.transformer import with_added_style
+
+    multi, x = _multi(), _image(16, 20)
+    extended = with_added_style(multi, "c")
+    assert extended.style_names == STYLES + ["c"]
+    for k in range(3):
+        np.testing.assert_array_equal(extended(x, style=[k]), multi(x, style=[k]))
+    with pytest.raises(ConfigError, match="already has a style named 'a'"):
+        with_added_style(multi, "a")
+    with pytest.raises(ConfigError, match="multi-style network only"):
+        with_added_style(TransformerNet(**SMALL), "c")
+
+
+def test_stylize_image_and_tiled_take_a_style():
+    multi, x = _multi(), _smooth_image(40, 44)
+    weights = multi.style_weights({"a": 1, "b": 1})
+    whole = stylize_image(multi, x, style=weights)
+    np.testing.assert_allclose(whole, multi(x, style=weights), atol=0.05)
+    tiled = stylize_tiled(multi, x, tile=24, overlap=8, thumbnail_size=64, style=weights)
+    reference = stylize_tiled(_single_with_blend(multi, weights), x, tile=24, overlap=8, thumbnail_size=64)
+    np.testing.assert_allclose(tiled, reference, atol=0.05)
