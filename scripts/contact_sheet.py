@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Side-by-side sheets of a style network's outputs, and the README's style grid.
+
+``python scripts/contact_sheet.py sheets --model saved_models/styles/styles.keras --output out/sheets``
+writes, for every style of the network that a peer has published an output for in
+``<assets>/reference_outputs/``, one image per (photo, style): the photo, the painting,
+the peer's output and ours, each scaled to the same height.
+
+``python scripts/contact_sheet.py grid --model ... --photos chicago tubingen --styles candy mosaic
+--output docs/styles_grid.jpg`` writes a compact grid: one row per photo, the photo first,
+then one column per style.
+
+``python scripts/contact_sheet.py optimization --output out/opt_sheets`` runs the
+optimization defaults (``scripts/stylize.py`` with the SqueezeNet weights) on the
+review pairs and writes photo | painting | output sheets.
+
+The assets folder is ``--assets`` (default ``$NST_TF_ASSETS`` or ``../shared/assets``
+from the current folder).  Exit status: 0 done, 2 bad input.
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+# Peers name some styles differently from the style images' files.
+STYLE_ALIASES = {"muse": "la_muse", "scream": "the_scream", "la_muse_eccv": "la_muse"}
+OPTIMIZATION_PAIRS = (("tubingen", "starry_night"), ("golden_gate", "the_scream"),
+                      ("brad_pitt", "picasso_selfport1907"))
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+
+
+def peer_outputs(assets):
+    """``[(photo, style, peer, path)]`` of the published peer outputs under `assets`."""
+    found = []
+    root = pathlib.Path(assets) / "reference_outputs"
+    for path in sorted(root.rglob("*.jpg")):
+        match = re.match(r"^(amber|chicago|hoovertowernight)[_-](.+)$", path.stem)
+        if match:
+            style = STYLE_ALIASES.get(match.group(2), match.group(2))
+            found.append((match.group(1), style, "-".join(path.relative_to(root).parts[:-1]), path))
+    return found
+
+
+def _height(image, height):
+    image = image.convert("RGB")
+    return image.resize((max(1, round(image.width * height / image.height)), height), Image.LANCZOS)
+
+
+def _labelled_row(panels, labels, height):
+    panels = [_height(panel, height) for panel in panels]
+    gap = 6
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    sheet = Image.new("RGB", (width, height + 18), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for panel, label in zip(panels, labels):
+        sheet.paste(panel, (x, 18))
+        draw.text((x + 4, 3), label, fill="black")
+        x += panel.width + gap
+    return sheet
+
+
+def _stylize(model, photo_path, style, size):
+    from nst_tf import images, transformer
+
+    photo = images.load_image(photo_path, max_size=size)
+    weights = model.style_weights(style) if model.style_names else None
+    return Image.fromarray(images.to_uint8(transformer.stylize_image(model, photo, style=weights)[0]))
+
+
+def run_sheets(args):
+    from nst_tf import transformer
+
+    model = transformer.load_transformer(args.model)
+    names = model.style_names or [pathlib.Path(args.model).stem]
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    assets = pathlib.Path(args.assets)
+    written = 0
+    for photo, style, peer, path in peer_outputs(assets):
+        if style not in names:
+            print(f"skip {path.name}: the network has no style {style!r}")
+            continue
+        photo_path = assets / "images" / "content" / f"{photo}.jpg"
+        peer_image = Image.open(path)
+        ours = _stylize(model, photo_path, style, max(peer_image.size))
+        painting = Image.open(assets / "images" / "style" / f"{style}.jpg")
+        sheet = _labelled_row([Image.open(photo_path), painting, peer_image, ours],
+                              ["photo", f"painting: {style}", f"peer: {peer}", "nst_tf"], args.height)
+        target = output / f"{photo}_{style}_{peer}.jpg"
+        sheet.save(target, quality=90)
+        written += 1
+        print(f"wrote {target}")
+    return 0 if written else 2
+
+
+def run_grid(args):
+    from nst_tf import images, transformer
+
+    model = transformer.load_transformer(args.model)
+    assets = pathlib.Path(args.assets)
+    styles = args.styles or [name for name in model.style_names if name != transformer.PHOTO_STYLE]
+    unknown = [name for name in styles if name not in model.style_names]
+    if unknown:
+        print(f"error: unknown style {unknown[0]!r}; the network has: {', '.join(model.style_names)}. "
+              f"Received: styles={styles}", file=sys.stderr)
+        return 2
+    cell = args.cell
+    rows = []
+    for photo in args.photos:
+        path = assets / "images" / "content" / f"{photo}.jpg"
+        image = images.load_image(path, max_size=args.size)
+        row = [Image.fromarray(images.to_uint8(image[0]))]
+        for style in styles:
+            result = transformer.stylize_image(model, image, style=model.style_weights(style))
+            row.append(Image.fromarray(images.to_uint8(result[0])))
+        rows.append([_height(panel, cell) for panel in row])
+    header = [Image.new("RGB", (rows[0][0].width, 14), "white")] + [
+        Image.new("RGB", (panel.width, 14), "white") for panel in rows[0][1:]]
+    for panel, label in zip(header[1:], styles):
+        ImageDraw.Draw(panel).text((2, 1), label, fill="black")
+    width = sum(panel.width for panel in rows[0]) + 2 * (len(rows[0]) - 1)
+    grid = Image.new("RGB", (width, 14 + sum(r[0].height + 2 for r in rows)), "white")
+    x = 0
+    for panel in header:
+        grid.paste(panel, (x, 0))
+        x += panel.width + 2
+    y = 14
+    for row in rows:
+        x = 0
+        for panel in row:
+            grid.paste(panel, (x, y))
+            x += panel.width + 2
+        y += row[0].height + 2
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(output, quality=args.quality, optimize=True)
+    print(f"wrote {output} ({output.stat().st_size // 1024} KiB, {grid.width}x{grid.height})")
+    return 0
+
+
+def run_optimization(args):
+    assets = pathlib.Path(args.assets)
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    weights = assets / "weights" / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    for photo, style in OPTIMIZATION_PAIRS:
+        photo_path = assets / "images" / "content" / f"{photo}.jpg"
+        style_path = assets / "images" / "style" / f"{style}.jpg"
+        with tempfile.TemporaryDirectory() as temp:
+            result = pathlib.Path(temp) / "out.png"
+            command = [sys.executable, str(REPOSITORY / "scripts" / "stylize.py"), "--content", str(photo_path),
+                       "--style", str(style_path), "--output", str(result), "--backbone", "squeezenet1_1",
+                       "--weights", str(weights), "--image-size", str(args.size), "--iterations",
+                       str(args.iterations), "--no-progress"]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            sheet = _labelled_row([Image.open(photo_path), Image.open(style_path), Image.open(result)],
+                                  ["photo", f"painting: {style}", "squeezenet1_1 defaults"], args.height)
+        target = output / f"{photo}_{style}.jpg"
+        sheet.save(target, quality=90)
+        print(f"wrote {target}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", default=os.environ.get("NST_TF_ASSETS", "../shared/assets"),
+                        help="the shared assets folder (%(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sheets = commands.add_parser("sheets", help="photo | painting | peer | ours, per published peer output")
+    sheets.add_argument("--model", required=True, help=".keras style network")
+    sheets.add_argument("--output", required=True, help="folder for the sheets")
+    sheets.add_argument("--height", type=int, default=320, help="panel height, px (%(default)s)")
+    grid = commands.add_parser("grid", help="rows of photos, columns of styles (the README figure)")
+    grid.add_argument("--model", required=True, help=".keras multi-style network")
+    grid.add_argument("--photos", nargs="+", default=["chicago", "tubingen"], help="content photo names")
+    grid.add_argument("--styles", nargs="+", help="style names (default: all but 'photo')")
+    grid.add_argument("--output", required=True, help="JPEG file")
+    grid.add_argument("--size", type=int, default=512, help="longest side stylized, px (%(default)s)")
+    grid.add_argument("--cell", type=int, default=120, help="cell height in the grid, px (%(default)s)")
+    grid.add_argument("--quality", type=int, default=82, help="JPEG quality (%(default)s)")
+    optimization = commands.add_parser("optimization", help="photo | painting | output of the optimization defaults")
+    optimization.add_argument("--output", required=True, help="folder for the sheets")
+    optimization.add_argument("--size", type=int, default=256, help="image size, px (%(default)s)")
+    optimization.add_argument("--iterations", type=int, default=300, help="Adam iterations (%(default)s)")
+    optimization.add_argument("--height", type=int, default=320, help="panel height, px (%(default)s)")
+    args = parser.parse_args(argv)
+    if not pathlib.Path(args.assets).is_dir():
+        print(f"error: assets folder not found; pass --assets or set NST_TF_ASSETS. Received: assets='{args.assets}'",
+              file=sys.stderr)
+        return 2
+    from nst_tf.errors import NstError
+
+    try:
+        return {"sheets": run_sheets, "grid": run_grid, "optimization": run_optimization}[args.command](args)
+    except NstError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
