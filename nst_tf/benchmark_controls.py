@@ -259,5 +259,5 @@ def _memory_worker():
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     optimize.stylize(content, [content[:, :256, :256]], config, progress=False, extractor=extractor)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    estimate = memory.estimate_step_bytes(extractor, size, size, precision) / 2**30
+    estimate = memory.estimate_step_bytes(config, size, size, precision) / 2**30
     print(base, peak, estimate)
