@@ -652,7 +652,8 @@ def add_train_arguments(parser):
     io.add_argument("--init-model", help="start from this .keras TransformerNet (fine-tuning)")
     t = parser.add_argument_group("training (Johnson et al. 2016)")
     length = t.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps")
+    length.add_argument("--steps", type=int,
+                        help="optimizer steps; above --save-every, rounded up to a multiple of it")
     length.add_argument("--epochs", type=float, help="passes over the photos (default 2 when --steps is not given)")
 
     def arg(flag, help, **kwargs):
@@ -699,7 +700,8 @@ def check_train_args(args):
 
     images.check_image_file(args.style)
     if not os.path.isdir(args.data):
-        raise ConfigError(f"--data must be a folder of training photos. Received: data='{args.data}'")
+        raise ConfigError(f"Training data folder not found: --data must be a folder of photos. "
+                          f"Received: data='{args.data}'")
     for flag in ("init_model", "loss_weights_file"):
         value = getattr(args, flag, None)
         if value not in (None, "imagenet") and not os.path.isfile(value):

@@ -168,7 +168,7 @@ class TrainConfig:
         style: path of the style image.
         data: folder of training photos (recursive).
         output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
-        steps: int or None. Optimizer steps, rounded up to a multiple of ``save_every``.
+        steps: int or None. Optimizer steps; above ``save_every``, rounded up to a multiple of it.
         epochs: float or None. Passes over the photos instead of ``steps``; neither given:
             2 epochs (Johnson 2016).
         batch_size: int. Global batch (split across replicas). Defaults to 4.
@@ -240,9 +240,9 @@ class TrainConfig:
             raise ConfigError(f"--output must be a .keras file path. Received: output={self.output!r}")
 
     def total_steps(self, num_photos):
-        """Optimizer steps of the run, a multiple of ``save_every``."""
+        """Optimizer steps of the run: up to ``save_every`` exactly, above it a multiple of ``save_every``."""
         steps = self.steps or math.ceil((self.epochs or 2) * num_photos / self.batch_size)
-        return math.ceil(steps / self.save_every) * self.save_every
+        return steps if steps <= self.save_every else math.ceil(steps / self.save_every) * self.save_every
 
 
 def _int(value, minimum):
@@ -397,7 +397,7 @@ def train(config, callbacks=(), verbose="auto"):
         trainer(tf.zeros((1, config.image_size, config.image_size, 3)))  # BackupAndRestore needs it built.
     dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed)
     steps = config.total_steps(len(photos.files))
-    chunk = config.save_every
+    chunk = min(config.save_every, steps)
     all_callbacks = [keras.callbacks.TerminateOnNaN()]
     if config.backup_dir:
         all_callbacks.append(keras.callbacks.BackupAndRestore(config.backup_dir, double_checkpoint=True))

@@ -358,7 +358,7 @@ def test_train_flags_left_out_take_trainconfig_defaults(tmp_path):
 def test_train_checks_files_before_tensorflow(tmp_path, painting, capsys):
     code = cli.train_main(["--style", str(painting), "--data", str(tmp_path / "nope"), "--output",
                            str(tmp_path / "o.keras")])
-    assert code == 2 and "--data must be a folder" in capsys.readouterr().err
+    assert code == 2 and "data folder not found" in capsys.readouterr().err
 
 
 def test_folder_as_content_without_model_mentions_model(tmp_path, painting, capsys):
