@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, write_image  # noqa: I001
+from helpers import ROOT, write_image  # noqa: I001
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
 from nst_tf import images, losses, optimize

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_tf import cli, color, memory, optimize, spatial
+from nst_tf import cli, color, optimize, spatial
 from nst_tf.config import PRESETS, StyleConfig
 from nst_tf.errors import ConfigError, ImageError, OptimizationError
 

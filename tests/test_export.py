@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT  # noqa: I001
+from helpers import ROOT  # noqa: I001
 from nst_tf import export
 from nst_tf.errors import ConfigError, WeightsError
 from nst_tf.images import to_uint8

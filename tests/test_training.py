@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, write_image
+from helpers import ROOT, write_image
 from nst_tf.cli import train_main
 from nst_tf.errors import ConfigError, ImageError
 from nst_tf.features import FeatureExtractor
