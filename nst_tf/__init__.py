@@ -69,7 +69,16 @@ __all__ = sorted(_EXPORTS, key=lambda name: (name.lower(), name))
 _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst_tf.losses")
 
 
+# Submodules reachable as attributes (``nst_tf.data.photo_dataset``), imported on first use.
+_SUBMODULES = frozenset({
+    "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files", "images",
+    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "spatial", "training", "transformer",
+})
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nst_tf.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'nst_tf' has no attribute {name!r}")
