@@ -9,15 +9,17 @@ subtracted, no scaling), done by :func:`preprocess_caffe`.
 Weights are ``"imagenet"`` (the Keras cache ``$KERAS_HOME/models/``, downloaded
 on first use), a path to a weights file, or ``None`` (random, seeded, for tests
 and compute benchmarks).
+
+The registry (layer names, defaults, geometry) is plain data: reading it, as the
+command line does to check flags, does not import TensorFlow. Keras is imported by
+the functions that build or run a network.
 """
 
 import dataclasses
 import os
 from typing import Callable, Tuple
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from nst_tf.errors import ConfigError, WeightsError
 
@@ -37,14 +39,19 @@ POOLING_MODES = ("max", "avg")
 def preprocess_caffe(images):
     """RGB [0, 255] to the backbones' input: BGR with the ImageNet mean subtracted.
 
+    Keras' own ``imagenet_utils.preprocess_input(mode="caffe")``, the preprocessing the
+    Keras VGG weights were trained with (its mean is ``CAFFE_BGR_MEAN``).
+
     Args:
         images: float tensor ``[B, H, W, 3]``, RGB in [0, 255].
 
     Returns:
         float32 tensor ``[B, H, W, 3]``, BGR, roughly in [-124, 152].
     """
-    images = tf.cast(images, tf.float32)
-    return images[..., ::-1] - tf.constant(CAFFE_BGR_MEAN, tf.float32)
+    import keras
+    from keras.applications import imagenet_utils
+
+    return imagenet_utils.preprocess_input(keras.ops.cast(images, "float32"), mode="caffe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +84,8 @@ def _vgg_layers(blocks):
 
 def _build_keras_vgg(constructor, weights, pooling, dtype):
     """Keras Applications VGG, rebuilt layer by layer to swap pooling and dtype policy."""
+    import keras
+
     try:
         application = constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
     except WeightsError:
@@ -100,6 +109,8 @@ def _build_keras_vgg(constructor, weights, pooling, dtype):
 
 
 def _fire(x, index, squeeze, expand, dtype):
+    import keras
+
     prefix = f"fire{index}"
     x = keras.layers.Conv2D(squeeze, 1, activation="relu", name=f"{prefix}_squeeze1x1", dtype=dtype)(x)
     left = keras.layers.Conv2D(expand, 1, activation="relu", name=f"{prefix}_expand1x1", dtype=dtype)(x)
@@ -111,6 +122,8 @@ def _fire(x, index, squeeze, expand, dtype):
 
 def _build_squeezenet(weights, pooling, dtype):
     """SqueezeNet v1.1 (Iandola et al. 2016; v1.1 from the DeepScale release), no classifier."""
+    import keras
+
     pool = keras.layers.AveragePooling2D if pooling == "avg" else keras.layers.MaxPooling2D
     inputs = keras.Input((None, None, 3), name="input_bgr")
     x = keras.layers.Conv2D(64, 3, strides=2, activation="relu", name="conv1", dtype=dtype)(inputs)
@@ -136,6 +149,7 @@ def _build_squeezenet(weights, pooling, dtype):
 def _load_squeezenet_h5(model, path):
     """Loads the Caffe-converted Keras 2 file (groups ``conv1``, ``fire2/squeeze1x1``, ...)."""
     import h5py  # Keras' own dependency; imported here because only this path needs it.
+    import keras
 
     try:
         with h5py.File(path, "r") as h5:
@@ -156,6 +170,8 @@ def _load_squeezenet_h5(model, path):
 
 
 def _keras_cache_file(fname, origin, md5, label):
+    import keras
+
     try:
         return keras.utils.get_file(fname, origin, file_hash=md5, cache_subdir="models")
     except Exception as error:  # noqa: BLE001 - get_file raises bare Exception offline.
@@ -166,14 +182,24 @@ def _weights_error(label, weights, error, fname=None):
     if weights == "imagenet":
         cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
         return WeightsError(
-            f"{label} ImageNet weights are not in the Keras cache and could not be downloaded "
-            f"({type(error).__name__}). Put {fname} in {cache}/ (or set KERAS_HOME), "
-            f"or pass a weights file path. Received: weights='imagenet'."
+            f"{label} ImageNet weights are not in the Keras cache, and downloading them failed "
+            f"(no network access? {type(error).__name__}: {' '.join(str(error).split())[:160]}). Put {fname} in {cache}/ (or set KERAS_HOME), "
+            f"pass a weights file path, or use --backbone squeezenet1_1 with its weights file "
+            f"{SQUEEZENET_WEIGHTS_FILE}. Received: weights='imagenet'."
         )
+    hint = ""
+    if label != "SqueezeNet v1.1" and "squeezenet" in os.path.basename(str(weights)).lower():
+        hint = " These look like SqueezeNet weights: add --backbone squeezenet1_1."
     return WeightsError(
-        f"Weights file does not fit {label} ({type(error).__name__}: {str(error)[:200]}). "
+        f"Weights file does not fit {label} ({type(error).__name__}: {str(error)[:200]}).{hint} "
         f"Received: weights={weights!r}."
     )
+
+
+def _application(name):
+    import keras
+
+    return getattr(keras.applications, name)
 
 
 _VGG_CONTENT = ("block4_conv2",)  # Gatys 2016 sec. 3 ("conv4_2").
@@ -189,7 +215,7 @@ BACKBONES = {
         _VGG_CONTENT,
         _VGG_STYLE,
         "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        lambda weights, pooling, dtype: _build_keras_vgg(keras.applications.VGG19, weights, pooling, dtype),
+        lambda weights, pooling, dtype: _build_keras_vgg(_application("VGG19"), weights, pooling, dtype),
     ),
     "vgg16": BackboneSpec(
         "vgg16",
@@ -197,7 +223,7 @@ BACKBONES = {
         _VGG_CONTENT,
         _VGG_STYLE,
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        lambda weights, pooling, dtype: _build_keras_vgg(keras.applications.VGG16, weights, pooling, dtype),
+        lambda weights, pooling, dtype: _build_keras_vgg(_application("VGG16"), weights, pooling, dtype),
     ),
     # Layer choice follows the SqueezeNet style transfer of Stanford CS231n (assignment 3):
     # content from an early fire module, style from conv1 and the first fire modules.
@@ -210,6 +236,63 @@ BACKBONES = {
         _build_squeezenet,
     ),
 }
+
+
+def _vgg_geometry(blocks):
+    """``(layer, channels, stride)`` of every VGG layer; pooling halves the resolution."""
+    rows = []
+    for block, (convs, channels) in enumerate(zip(blocks, (64, 128, 256, 512, 512)), start=1):
+        stride = 2 ** (block - 1)
+        rows += [(f"block{block}_conv{i}", channels, stride) for i in range(1, convs + 1)]
+        rows.append((f"block{block}_pool", channels, stride * 2))
+    return tuple(rows)
+
+
+def _squeezenet_geometry():
+    """``(layer, channels, stride)``; a fire module's row counts its squeeze, both expands and the concat."""
+    fires = {2: (16, 64, 4), 3: (16, 64, 4), 4: (32, 128, 8), 5: (32, 128, 8), 6: (48, 192, 16),
+             7: (48, 192, 16), 8: (64, 256, 16), 9: (64, 256, 16)}
+    rows = [("conv1", 64, 2), ("pool1", 64, 4)]
+    for index, (squeeze, expand, stride) in fires.items():
+        rows.append((f"fire{index}", squeeze + 4 * expand, stride))
+        if index in (3, 5):
+            rows.append((f"pool{index}", 2 * expand, stride * 2))
+    return tuple(rows)
+
+
+_GEOMETRY = {
+    "vgg19": _vgg_geometry((2, 2, 4, 4, 4)),
+    "vgg16": _vgg_geometry((2, 2, 3, 3, 3)),
+    "squeezenet1_1": _squeezenet_geometry(),
+}
+
+
+def activation_elements(name, layers, height, width):
+    """Activation elements of the backbone truncated at the deepest of ``layers``, for one image.
+
+    Computed from the architecture, without building it, so a size can be checked before
+    TensorFlow is imported. Ignores the few pixels "valid" padding trims (an upper bound).
+
+    Args:
+        name: str. Backbone name.
+        layers: iterable of layer names; the deepest one ends the network.
+        height, width: int. Input size, pixels.
+
+    Returns:
+        int, the summed element count of every layer's output.
+
+    Raises:
+        ConfigError: unknown backbone or layer.
+    """
+    get_spec(name)
+    rows = _GEOMETRY[name]
+    names = [row[0] for row in rows]
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        raise ConfigError(f"Unknown {name} layer {unknown[0]!r}; valid layers: "
+                          f"{', '.join(get_spec(name).feature_layers)}. Received: layers={list(layers)}")
+    deepest = max(names.index(layer) for layer in layers)
+    return sum(channels * -(-height // stride) * -(-width // stride) for _, channels, stride in rows[:deepest + 1])
 
 
 def get_spec(name):
@@ -225,6 +308,8 @@ def get_spec(name):
 
 def _randomize(model, seed):
     """Deterministic Glorot-uniform kernels and zero biases, independent of Keras' global seed."""
+    import keras
+
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):

@@ -1,35 +1,101 @@
 """Command-line entry points: ``nst-tf stylize|train|export`` (= ``python scripts/<command>.py``).
 
 Entry points only parse flags, build the library's config and call the library.
-A user mistake (any ``NstError``) prints one line ``error: ...`` and exits 2;
-Ctrl-C exits 130 after saving what a long run has made so far.
+Flags and input files are checked before TensorFlow is imported, so a mistake
+answers at once. A user mistake (a bad flag or any ``NstError``) prints one line
+``error: ...`` and exits 2; Ctrl-C exits 130 after saving what a long run has made so far.
+TensorFlow's C++ start-up lines are kept off the terminal unless ``--verbose`` is given
+or the user set ``TF_CPP_MIN_LOG_LEVEL``.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import difflib
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
-import numpy as np
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
-# Keep TensorFlow's C++ start-up chatter out of a user's terminal (before TF is imported).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Read at start-up: a level the user set shows TensorFlow's own logging as they asked.
+_USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Sends file descriptor 2 to a temporary file; yields a function returning what was written.
+
+    TensorFlow's native libraries print their start-up lines (oneDNN and CUDA notices,
+    "All log messages before absl::InitializeLog() ...", "failed call to cuInit") with
+    absl logging before it is initialized, which ignores ``TF_CPP_MIN_LOG_LEVEL``; only
+    the file descriptor itself can keep them off the terminal.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+
+        def text():
+            sys.stderr.flush()
+            sink.seek(0)
+            return sink.read().decode(errors="replace")
+
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tensorflow(verbose=False):
+    """Imports TensorFlow and finds its devices without start-up noise on the terminal.
+
+    Quiet unless `verbose` or the user set ``TF_CPP_MIN_LOG_LEVEL``; then TensorFlow
+    logs as it normally does. If the import fails, what it printed is shown.
+
+    Args:
+        verbose: bool. Show TensorFlow's start-up lines.
+
+    Returns:
+        The ``tensorflow`` module.
+    """
+    if "tensorflow" in sys.modules or verbose or _USER_TF_LOG_LEVEL is not None:
+        import tensorflow as tf
+
+        return tf
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side INFO and WARNING lines, after absl starts.
+    with _stderr_captured() as captured:
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # Device discovery prints the cuInit line; do it here.
+        except BaseException:
+            printed = captured()
+        else:
+            printed = None
+    if printed is not None:
+        sys.stderr.write(printed)
+        raise
+    return tf
 
 
 def configure_stylize_process(one_op_at_a_time=True):
     """TensorFlow settings of a process that only stylizes; call before any op runs.
 
     - ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` lets oneDNN cache its reordered conv filters
-      (~5% faster VGG19 steps). oneDNN reads it once, at the first convolution, so
+      (faster VGG19 steps). oneDNN reads it once, at the first convolution, so
       setting it after ``import tensorflow`` works. It gives wrong results where weights
       train, so ``train`` never sets it, nor does a call with an explicit ``argv`` (a
       library user or a test in a process that may also train).
     - ``one_op_at_a_time``: one inter-op thread. A VGG op already uses every core, and
       two concurrent ops (a Gram matrix beside the next convolution) slow each other
-      down: VGG19 steps 0.3-4.6% faster. SqueezeNet's small parallel branches are 3.6%
-      slower with it, so the CLI leaves it off for that backbone.
+      down. SqueezeNet's small parallel branches are slower with it, so the CLI leaves
+      it off for that backbone.
 
     BENCHMARKS.md, ``optimize-variants``, has the measurements. A user's own setting of
     either is kept.
@@ -38,7 +104,7 @@ def configure_stylize_process(one_op_at_a_time=True):
         one_op_at_a_time: bool, set ``inter_op_parallelism_threads`` to 1.
     """
     os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if one_op_at_a_time and not os.environ.get("TF_NUM_INTEROP_THREADS"):
         try:
@@ -47,8 +113,51 @@ def configure_stylize_process(one_op_at_a_time=True):
             pass
 
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: ...`` and a "did you mean" for mistyped flags."""
+
+    def parse_args(self, args=None, namespace=None):
+        # A mistyped flag is the likely cause of any other error (a "required" flag
+        # missing), so it is reported first.
+        options = _option_strings(self)
+        for token in sys.argv[1:] if args is None else args:
+            if token == "--":
+                break
+            flag = token.split("=", 1)[0]
+            if flag.startswith("--") and not any(option.startswith(flag) for option in options):
+                self.error(f"unrecognized arguments: {flag}")
+        return super().parse_args(args, namespace)
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                flag = word.split("=", 1)[0]
+                close = difflib.get_close_matches(flag, _option_strings(self), n=1, cutoff=0.6)
+                if flag.startswith("-") and close:
+                    hints.append(f"did you mean {close[0]}?" if len(message.split()) == 3
+                                 else f"{flag}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+
+
+def _option_strings(parser):
+    """Every ``--flag`` of `parser` and of its subcommands."""
+    names = set()
+    for action in parser._actions:
+        names.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names.update(_option_strings(sub))
+    return sorted(names)
+
+
+def _add_verbose(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and device messages (also shown when "
+                             "TF_CPP_MIN_LOG_LEVEL is set)")
+
 
 
 def _floats(text):
@@ -83,6 +192,7 @@ def _ints(text):
 def add_stylize_arguments(parser):
     """Flags of ``stylize``. Each algorithm flag sets the StyleConfig field of the same name;
     flags left out take the preset's value, else the StyleConfig default (shown in brackets)."""
+    from nst_tf.backbones import BACKBONES
     from nst_tf.config import COLOR_MATCH_MODES, INIT_MODES, LBFGS_SOLVERS, OPTIMIZERS, PRECISIONS, PRESETS, StyleConfig
 
     d = StyleConfig()
@@ -130,7 +240,7 @@ def add_stylize_arguments(parser):
     arg("--scale-iterations", "iterations at each scale, e.g. 300,100,50 (default: --iterations each)", type=_ints)
     arg("--style-scale", "style image size relative to the output", type=float)
     arg("--style-blend-weights", "one weight per style image (None: equal)", type=_floats)
-    arg("--backbone", "feature network", choices=("vgg19", "vgg16", "squeezenet1_1"))
+    arg("--backbone", "feature network", choices=tuple(BACKBONES))
     arg("--weights", "'imagenet' (Keras cache; downloads once), a weights file, or 'none' (random)", type=_weights)
     arg("--pooling", "pooling layers", choices=("max", "avg"))
     arg("--precision", "feature network precision; losses stay float32 (with --model: the network's, "
@@ -159,6 +269,7 @@ def add_stylize_arguments(parser):
     arg("--original-colors", "keep the content's colours: luminance-only transfer", action="store_true")
     arg("--color-match", "recolour the style with the content's colours before optimizing",
         choices=COLOR_MATCH_MODES)
+    _add_verbose(parser)
 
 
 def _config_from_args(config_class, args, preset=None):
@@ -170,14 +281,19 @@ def _config_from_args(config_class, args, preset=None):
     return config_class(**given)
 
 
-def run_stylize(args):
-    """Runs ``stylize`` from parsed flags; returns the exit status."""
-    from nst_tf import images, memory, optimize, spatial
-    from nst_tf.config import StyleConfig
-    from nst_tf.errors import ConfigError, OptimizationError
+def check_stylize_args(args):
+    """Checks the flags and input files of an optimization run; imports no TensorFlow.
 
-    if args.model:
-        return run_fast_stylize(args)
+    Returns:
+        ``(config, output)``: the StyleConfig and the checked output path.
+
+    Raises:
+        ConfigError, ImageError, WeightsError: the first problem found, before anything slow.
+    """
+    from nst_tf import images, memory
+    from nst_tf.config import INIT_MODES, StyleConfig
+    from nst_tf.errors import ConfigError, WeightsError
+
     if not args.style:
         raise ConfigError("--style is required: give one or more style images (or --model for a trained "
                           "network). Received: style=None")
@@ -185,21 +301,50 @@ def run_stylize(args):
         raise ConfigError(f"Optimization stylizes one content image at a time; several need --model. "
                           f"Received: content={args.content}")
     args.content = args.content[0]
+    if pathlib.Path(args.content).is_dir():
+        raise ConfigError(f"--content is a directory; optimization stylizes one image file. To stylize every "
+                          f"photo in a folder, give a trained network with --model. Received: content='{args.content}'")
     config = _config_from_args(StyleConfig, args, args.preset)
     for flag in ("save_every", "print_every"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
     output = images.check_output_path(args.output)
-    for path in [args.content, *args.style, *([args.mask] if args.mask else [])]:
-        images.check_image_file(path)  # Before the network and its weights are loaded (slow, may fail).
+    inputs = [args.content, *args.style, *([args.mask] if args.mask else [])]
+    if config.init not in INIT_MODES:  # An image path.
+        inputs.append(config.init)
+    for path in inputs:
+        images.check_image_file(path)
+    if config.weights not in ("imagenet", None):
+        if not os.path.isfile(config.weights):
+            raise WeightsError(f"Weights file not found. Pass an existing file, 'imagenet' or 'none'. "
+                               f"Received: weights={config.weights!r}")
+        if config.backbone != "squeezenet1_1" and "squeezenet" in pathlib.Path(config.weights).name.lower():
+            raise WeightsError(f"These look like SqueezeNet weights, but the backbone is {config.backbone}: add "
+                               f"--backbone squeezenet1_1. Received: weights={config.weights!r}")
+    if not args.mask:
+        config.blend_weights(len(args.style))  # Fail on a count mismatch before the run.
+    # From the header alone: a size that cannot fit fails before any image is decoded.
+    memory.check_fits(config, memory.output_size(images.read_size(args.content), config.output_size))
+    return config, output
+
+
+def run_stylize(args):
+    """Runs ``stylize`` from parsed flags; returns the exit status."""
+    if args.model:
+        return run_fast_stylize(args)
+    config, output = check_stylize_args(args)
+    _start_tensorflow(args)
+
+    import numpy as np
+
+    from nst_tf import images, optimize, spatial
+    from nst_tf.errors import OptimizationError
+
     extractor = optimize.make_extractor(config)
     content, styles = optimize.load_inputs(args.content, args.style, config, extractor.min_input_size)
     region_mask = None
     if args.mask:
         region_mask = spatial.load_region_mask(args.mask, *content.shape[1:3], len(styles))
-    else:
-        config.blend_weights(len(styles))  # Fail on a count mismatch before the run.
-    memory.check_fits(extractor, content.shape[1:3], config)
 
     def save(image, path):
         return images.save_image(image, path, quality=args.jpeg_quality)
@@ -230,11 +375,25 @@ def run_stylize(args):
     return 0
 
 
+def _start_tensorflow(args):
+    """Imports TensorFlow (quietly unless --verbose) and applies a stylize process's settings."""
+    import_tensorflow(getattr(args, "verbose", False))
+    if getattr(args, "stylize_process", False):
+        configure_stylize_process(getattr(args, "backbone", None) != "squeezenet1_1")
+
+
 def run_fast_stylize(args):
     """``stylize --model``: a trained style network on one or more photos; returns the exit status."""
-    from nst_tf import color, images, transformer
+    from nst_tf import images
     from nst_tf.errors import ConfigError
 
+    if args.style:
+        raise ConfigError(f"--style and --model exclude each other: a trained network has its style built in. "
+                          f"Drop --style, or drop --model to optimize. Received: style={args.style}, "
+                          f"model='{args.model}'")
+    if not os.path.exists(args.model):
+        raise ConfigError(f"Model not found: give a .keras file or a SavedModel version folder. "
+                          f"Received: model='{args.model}'")
     for flag, minimum in (("tile", 0), ("overlap", 0), ("batch_size", 1)):
         if getattr(args, flag) < minimum:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= {minimum}. "
@@ -255,9 +414,17 @@ def run_fast_stylize(args):
     for target in targets:
         images.check_output_path(target)
     precision = getattr(args, "precision", None)
-    if precision is not None and precision not in transformer.INFERENCE_PRECISIONS:
-        raise ConfigError(f"--precision with --model must be one of {', '.join(transformer.INFERENCE_PRECISIONS)}. "
+    if precision is not None and precision not in _INFERENCE_PRECISIONS:
+        raise ConfigError(f"--precision with --model must be one of {', '.join(_INFERENCE_PRECISIONS)}. "
                           f"Received: precision={precision}")
+    for path in inputs:
+        images.check_image_file(path)
+    _start_tensorflow(args)
+
+    import numpy as np
+
+    from nst_tf import color, transformer
+
     model = transformer.load_stylizer(args.model)
     if args.tile and not isinstance(model, transformer.TransformerNet):
         raise ConfigError(f"--tile needs the .keras file of the network (tiles share its normalization "
@@ -353,6 +520,8 @@ def _content_files(paths):
 
 def _at_size(content, image):
     """The content image at an intermediate scale's size (for colour restoration)."""
+    import numpy as np
+
     from nst_tf import optimize
 
     return content if content.shape[1:3] == image.shape[1:3] else optimize.initial_image(np.asarray(image), [], content)
@@ -383,70 +552,111 @@ def _run(function, args):
         return EXIT_INTERRUPTED
 
 
-def _stylize_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Render a content photo in the style of one or more paintings by optimization "
-        "(Gatys, Ecker, Bethge, CVPR 2016).", epilog=_stylize_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stylize_arguments(parser)
+# --- commands: one description per command, shared by `nst-tf COMMAND` and scripts/COMMAND.py ---
+
+_INFERENCE_PRECISIONS = ("float32", "bfloat16")  # nst_tf.transformer.INFERENCE_PRECISIONS, without TensorFlow.
+
+
+def _commands():
+    """``{command: (parser keyword arguments, add_arguments, run)}``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    return {
+        "stylize": (dict(help="stylize a photo by optimization, or with a trained network (--model)",
+                         description="Render a content photo in the style of one or more paintings by "
+                         "optimization (Gatys, Ecker, Bethge, CVPR 2016), or apply a trained fast style "
+                         "network (--model).", epilog=_stylize_epilog(), formatter_class=raw),
+                    add_stylize_arguments, run_stylize),
+        "train": (dict(help="train a fast style network (Johnson et al. 2016)",
+                       description="Train a feed-forward style network (Johnson, Alahi, Fei-Fei, ECCV 2016) on "
+                       "a folder of photos.", epilog=_train_epilog(), formatter_class=raw),
+                  add_train_arguments, run_train),
+        "export": (dict(help="export a style network as a SavedModel for TF Serving",
+                        description="Export a trained fast style network (.keras) as a versioned SavedModel "
+                        "for TensorFlow Serving, with serving_default (uint8 pixels) and stylize_bytes (image "
+                        "files) signatures.", epilog="Exit status: 0 done, 2 bad input.", formatter_class=raw),
+                   add_export_arguments, run_export),
+    }
+
+
+def build_parser(command=None, prog=None):
+    """The parser of one command (``scripts/<command>.py``), or of ``nst-tf`` with every command."""
+    commands = _commands()
+    if command is not None:
+        kwargs, add_arguments, run = commands[command]
+        kwargs = {k: v for k, v in kwargs.items() if k != "help"}
+        parser = ArgumentParser(prog=prog or f"{command}.py", **kwargs)
+        add_arguments(parser)
+        parser.set_defaults(run=run, command=command)
+        return parser
+    parser = ArgumentParser(prog=prog or "nst-tf", description="Neural style transfer on TensorFlow/Keras.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (kwargs, add_arguments, run) in commands.items():
+        add_arguments(sub.add_parser(name, **kwargs))
+        sub.choices[name].set_defaults(run=run)
     return parser
+
+
+def _main(parser, argv):
+    args = parser.parse_args(argv)
+    # TensorFlow settings of a stylizing process, only in a process of its own (not a
+    # library user's or a test's, where the same process may also train).
+    args.stylize_process = argv is None and args.command == "stylize"
+    return _run(args.run, args)
+
+
+def main(argv=None):
+    """``nst-tf COMMAND ...``: returns the exit status."""
+    return _main(build_parser(), argv)
 
 
 def stylize_main(argv=None):
     """``python scripts/stylize.py``: parse flags, stylize, return the exit status."""
-    args = _stylize_parser("stylize.py").parse_args(argv)
-    if argv is None:
-        configure_stylize_process(_one_op_at_a_time(args))
-    return _run(run_stylize, args)
+    return _main(build_parser("stylize"), argv)
 
 
-def _one_op_at_a_time(args):
-    # SqueezeNet's fire modules have parallel branches too small to fill both cores alone.
-    return getattr(args, "backbone", None) != "squeezenet1_1"
+def train_main(argv=None):
+    """``python scripts/train.py``: parse flags, train, return the exit status."""
+    return _main(build_parser("train"), argv)
 
 
-def main(argv=None):
-    """``nst-tf SUBCOMMAND ...``: returns the exit status."""
-    parser = argparse.ArgumentParser(prog="nst-tf", description="Neural style transfer on TensorFlow/Keras.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    stylize = sub.add_parser("stylize", help="stylize a photo by optimization", epilog=_stylize_epilog(),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stylize_arguments(stylize)
-    stylize.set_defaults(run=run_stylize)
-    train = sub.add_parser("train", help="train a fast style network (Johnson et al. 2016)",
-                           epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(train)
-    train.set_defaults(run=run_train)
-    export = sub.add_parser("export", help="export a style network as a SavedModel for TF Serving")
-    add_export_arguments(export)
-    export.set_defaults(run=run_export)
-    args = parser.parse_args(argv)
-    if argv is None and args.command == "stylize":
-        configure_stylize_process(_one_op_at_a_time(args))
-    return _run(args.run, args)
+def export_main(argv=None):
+    """``python scripts/export.py``: parse flags, export, return the exit status."""
+    return _main(build_parser("export"), argv)
+
+
+# --- export ---
+
+# nst_tf.export's defaults, restated so that --help needs no TensorFlow (tests/test_cli.py keeps them equal).
+_EXPORT_DEFAULTS = {"max_image_size": 2048, "output_formats": ("png", "jpeg"), "warmup_size": 256}
 
 
 def add_export_arguments(parser):
     """Flags of ``export``; each maps onto an argument of :func:`nst_tf.export.export_model`."""
-    from nst_tf.export import DEFAULT_MAX_IMAGE_SIZE, DEFAULT_WARMUP_SIZE, OUTPUT_FORMATS
-
+    d = _EXPORT_DEFAULTS
     parser.add_argument("model", help="trained TransformerNet, .keras (saved_models/starry_night/starry_night.keras)")
     parser.add_argument("--name", help="model name in TF Serving (default: the file name without .keras)")
     parser.add_argument("--saved-models", default="saved_models",
                         help="folder of model base paths; writes SAVED_MODELS/NAME/VERSION (%(default)s)")
     parser.add_argument("--version", type=int,
                         help="version number (default: the highest present + 1; never overwrites)")
-    parser.add_argument("--max-image-size", type=int, default=DEFAULT_MAX_IMAGE_SIZE,
+    parser.add_argument("--max-image-size", type=int, default=d["max_image_size"],
                         help="largest height or width, px, a request may have (%(default)s)")
-    parser.add_argument("--output-format", default="png", choices=OUTPUT_FORMATS,
+    parser.add_argument("--output-format", default=d["output_formats"][0], choices=d["output_formats"],
                         help="encoding returned by the stylize_bytes signature (%(default)s)")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (%(default)s)")
-    parser.add_argument("--warmup-size", type=int, default=DEFAULT_WARMUP_SIZE,
+    parser.add_argument("--warmup-size", type=int, default=d["warmup_size"],
                         help="side, px, of the warm-up requests; 0 writes none (%(default)s)")
+    _add_verbose(parser)
 
 
 def run_export(args):
     """Runs ``export`` from parsed flags; returns the exit status."""
+    from nst_tf.errors import ConfigError
+
+    if not os.path.isfile(args.model):
+        raise ConfigError(f"Model file not found: give the .keras file of a trained network. "
+                          f"Received: model='{args.model}'")
+    import_tensorflow(args.verbose)
     from nst_tf import export
 
     name = export.check_model_name(args.name or pathlib.Path(args.model).stem)
@@ -458,28 +668,25 @@ def run_export(args):
     return 0
 
 
-def export_main(argv=None):
-    """``python scripts/export.py``: parse flags, export, return the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="export.py", description="Export a trained fast style network (.keras) as a versioned SavedModel for "
-        "TensorFlow Serving, with serving_default (uint8 pixels) and stylize_bytes (image files) signatures.",
-        epilog="Exit status: 0 done, 2 bad input.")
-    add_export_arguments(parser)
-    return _run(run_export, parser.parse_args(argv))
-
-
-# --- train subcommand (owned by the training module author) ---
+# --- train ---
 
 
 def _optional_weights(text):
     return None if text.lower() == "none" else text
 
 
+# nst_tf.training.TrainConfig's defaults, restated so that --help needs no TensorFlow
+# (tests/test_cli.py keeps them equal); flags left out take TrainConfig's own default.
+_TRAIN_DEFAULTS = {"batch_size": 4, "image_size": 256, "style_size": 512, "learning_rate": 1e-3,
+                   "loss_network": "vgg16", "loss_weights_file": "imagenet", "seed": 0, "strategy": "default",
+                   "save_every": 100, "width_multiplier": 1.0, "num_residual_blocks": 5}
+
+
 def add_train_arguments(parser):
     """Flags of ``train``; each is the :class:`nst_tf.training.TrainConfig` field of the same name."""
-    from nst_tf.training import STRATEGIES, TrainConfig
+    from nst_tf.config import STRATEGIES, TRAIN_LAYERS
 
-    d = TrainConfig(style="style.jpg", data="", output="x.keras")
+    d = _TRAIN_DEFAULTS
     io = parser.add_argument_group("files")
     io.add_argument("--style", nargs="+",
                     help="style image; several train one multi-style network (conditional instance norm)")
@@ -494,50 +701,77 @@ def add_train_arguments(parser):
     io.add_argument("--init-model", help="start from this .keras TransformerNet (fine-tuning)")
     t = parser.add_argument_group("training (Johnson et al. 2016)")
     length = t.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps (rounded up to a multiple of --save-every)")
+    length.add_argument("--steps", type=int,
+                        help="optimizer steps; above --save-every, rounded up to a multiple of it")
     length.add_argument("--epochs", type=float, help="passes over the photos (default 2 when --steps is not given)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (%(default)s)")
-    t.add_argument("--image-size", type=int, default=d.image_size, help="training crop side, px (%(default)s)")
-    t.add_argument("--style-size", type=int, default=d.style_size, help="style image longest side, px (%(default)s)")
-    t.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam step size (%(default)s)")
-    t.add_argument("--content-weight", type=float, help="content loss weight (loss network default)")
-    t.add_argument("--style-weight", type=float, help="style loss weight (loss network default)")
-    t.add_argument("--tv-weight", type=float, help="total variation weight (loss network default)")
-    t.add_argument("--loss-network", default=d.loss_network, choices=("vgg16", "vgg19", "squeezenet1_1"),
-                   help="frozen loss network (%(default)s)")
-    t.add_argument("--loss-weights-file", type=_optional_weights, default=d.loss_weights_file,
-                   help="'imagenet' (Keras cache), a weights file, or 'none' (random; tests only)")
-    t.add_argument("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
-    t.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="tf.distribute strategy (%(default)s)")
-    t.add_argument("--save-every", type=int, default=d.save_every,
-                   help="steps between backups, checkpoints and logs (%(default)s)")
+
+    def arg(flag, help, **kwargs):
+        field = flag[2:].replace("-", "_")
+        shown = f" ({d[field]})" if field in d else ""
+        t.add_argument(flag, default=argparse.SUPPRESS, help=help + shown, **kwargs)
+
+    arg("--batch-size", "global batch", type=int)
+    arg("--image-size", "training crop side, px", type=int)
+    arg("--style-size", "style image longest side, px", type=int)
+    arg("--learning-rate", "Adam step size", type=float)
+    arg("--content-weight", "content loss weight (loss network default)", type=float)
+    arg("--style-weight", "style loss weight (loss network default)", type=float)
+    arg("--tv-weight", "total variation weight (loss network default)", type=float)
+    arg("--loss-network", "frozen loss network", choices=tuple(TRAIN_LAYERS))
+    arg("--loss-weights-file", "'imagenet' (Keras cache), a weights file, or 'none' (random; tests only)",
+        type=_optional_weights)
+    arg("--seed", "random seed", type=int)
+    arg("--strategy", "tf.distribute strategy", choices=STRATEGIES)
+    arg("--save-every", "steps between backups, checkpoints and logs", type=int)
     t.add_argument("--mixed-precision", action="store_true", help="train under the mixed_bfloat16 policy")
     t.add_argument("--flip", action="store_true", help="random horizontal flips of the training crops")
     m = parser.add_argument_group("network and styles (Dumoulin et al. 2017)")
     m.add_argument("--style-names", type=_names, help="comma-separated style names (default: the files' stems)")
     m.add_argument("--photo-style", action="store_true",
                    help="add the 'photo' style (content loss only) that the style strength control blends toward")
-    m.add_argument("--width-multiplier", type=float, default=d.width_multiplier,
-                   help="channel width of a new network; 0.5 is Johnson's half width (%(default)s)")
-    m.add_argument("--num-residual-blocks", type=int, default=d.num_residual_blocks,
-                   help="residual blocks of a new network (%(default)s)")
+    m.add_argument("--width-multiplier", type=float, default=argparse.SUPPRESS,
+                   help=f"channel width of a new network; 0.5 is Johnson's half width ({d['width_multiplier']})")
+    m.add_argument("--num-residual-blocks", type=int, default=argparse.SUPPRESS,
+                   help=f"residual blocks of a new network ({d['num_residual_blocks']})")
     m.add_argument("--balance-style-weights", action="store_true",
                    help="scale --style-weight per style so that every style has the same style loss on the photos")
+    _add_verbose(parser)
 
 
 def _train_epilog():
-    from nst_tf.training import DEFAULT_LAYERS, DEFAULT_LOSS_WEIGHTS
+    from nst_tf.config import TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS
 
     lines = ["defaults per loss network (content layers | style layers | content, style, TV weights):"]
-    for name, (content, style) in DEFAULT_LAYERS.items():
-        weights = ", ".join(f"{w:g}" for w in DEFAULT_LOSS_WEIGHTS[name])
+    for name, (content, style) in TRAIN_LAYERS.items():
+        weights = ", ".join(f"{w:g}" for w in TRAIN_LOSS_WEIGHTS[name])
         lines.append(f"  {name}: {' '.join(content)} | {' '.join(style)} | {weights}")
     lines.append("Exit status: 0 done, 2 bad input or diverged run, 130 interrupted (resume with --backup-dir).")
     return "\n".join(lines)
 
 
+def check_train_args(args):
+    """Checks the flags and input files of a training run; imports no TensorFlow.
+
+    Raises:
+        ConfigError, ImageError: the first problem found.
+    """
+    from nst_tf import images
+    from nst_tf.errors import ConfigError
+
+    images.check_image_file(args.style)
+    if not os.path.isdir(args.data):
+        raise ConfigError(f"Training data folder not found: --data must be a folder of photos. "
+                          f"Received: data='{args.data}'")
+    for flag in ("init_model", "loss_weights_file"):
+        value = getattr(args, flag, None)
+        if value not in (None, "imagenet") and not os.path.isfile(value):
+            raise ConfigError(f"--{flag.replace('_', '-')} file not found. Received: {flag}='{value}'")
+
+
 def run_train(args):
     """Runs ``train`` from parsed flags; returns the exit status."""
+    check_train_args(args)
+    import_tensorflow(args.verbose)
     from nst_tf import training
 
     config = _config_from_args(training.TrainConfig, args)
@@ -553,17 +787,3 @@ def run_train(args):
     print(f"Saved {result['output']} ({result['steps']} steps, {result['photos']} photos{skipped}, "
           f"{result['seconds']:.0f} s, {result['images_per_second']:.2f} images/s; {summary})")
     return 0
-
-
-def _train_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Train a feed-forward style network (Johnson, Alahi, Fei-Fei, ECCV 2016) on a "
-        "folder of photos.", epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser)
-    return parser
-
-
-def train_main(argv=None):
-    """``python scripts/train.py``: parse flags, train, return the exit status."""
-    args = _train_parser("train.py").parse_args(argv)
-    return _run(run_train, args)

@@ -30,6 +30,31 @@ DEFAULT_LOSS_WEIGHTS = {
 }
 
 
+# Fast style networks (nst_tf.training), plain data here so the command line can show and
+# check them without importing TensorFlow.
+# Johnson 2016 sec. 4.1: content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3 (Keras names).
+_JOHNSON_VGG_LAYERS = (("block2_conv2",), ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"))
+TRAIN_LAYERS = {
+    "vgg16": _JOHNSON_VGG_LAYERS,
+    "vgg19": _JOHNSON_VGG_LAYERS,
+    # An early fire module keeps content detail; style from conv1 up to fire7 spans
+    # fine to coarse texture (the CS231n SqueezeNet style transfer choice).
+    "squeezenet1_1": (("fire3",), ("conv1", "fire2", "fire3", "fire5", "fire7")),
+}
+"""``{loss_network: (content_layers, style_layers)}`` of training."""
+
+TRAIN_LOSS_WEIGHTS = {
+    "vgg16": (1.0, 4e-2, 1e-2),
+    "vgg19": (1.0, 4e-2, 1e-2),
+    # Tuned on BSDS500 with the SqueezeNet v1.1 ImageNet weights (saved_models/starry_night/README.md).
+    "squeezenet1_1": (1.0, 5e-3, 5.0),
+}
+"""``{loss_network: (content_weight, style_weight, tv_weight)}`` of training."""
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+"""``tf.distribute`` strategies of training."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StyleConfig:
     """Settings of one Gatys-style optimization.

@@ -108,27 +108,10 @@ def load_image(path, max_size=None, max_pixels=DEFAULT_MAX_PIXELS, min_size=1):
     _check_int("max_size", max_size, 1, allow_none=True)
     _check_int("max_pixels", max_pixels, 1, allow_none=True)
     _check_int("min_size", min_size, 1)
-    path = check_image_file(path)
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns from ~89 megapixels; `max_pixels` below is the documented limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            source = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise _error(f"Image has too many pixels for Pillow's decompression-bomb guard ({e}).",
-                     path, "Use a smaller image or raise PIL.Image.MAX_IMAGE_PIXELS.") from None
-    except UnidentifiedImageError:
-        raise _error("File is not an image Pillow can read.", path,
-                     "Use a JPEG, PNG, WebP, TIFF, BMP or GIF file.") from None
-    except OSError as e:
-        raise _error(f"Image file cannot be read ({e.strerror or e}).", path,
-                     "Check its permissions.") from None
+    source = _open(path)
     with source:
         width, height = source.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise _error(f"Image has {width}x{height} = {width * height:,} pixels, more than "
-                         f"max_pixels={max_pixels:,}.", path,
-                         "Downscale the file or pass a larger max_pixels.")
+        _check_pixels(path, width, height, max_pixels)
         if max_size is not None and source.format == "JPEG" and max_size < max(width, height):
             # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the time and memory;
             # draft() keeps at least the requested size, so the resize below stays exact.
@@ -150,6 +133,54 @@ def load_image(path, max_size=None, max_pixels=DEFAULT_MAX_PIXELS, min_size=1):
                      f"{' after resizing' if max_size else ''}, shorter side below "
                      f"min_size={min_size}.", path, "Use a larger image or a larger max_size.")
     return np.ascontiguousarray(pixels[None], dtype=np.float32)
+
+
+def _open(path):
+    """Opens (without decoding) an image file; ImageError on anything Pillow cannot open."""
+    path = check_image_file(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from ~89 megapixels; `max_pixels` is the documented limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise _error(f"Image has too many pixels for Pillow's decompression-bomb guard ({e}).",
+                     path, "Use a smaller image or raise PIL.Image.MAX_IMAGE_PIXELS.") from None
+    except UnidentifiedImageError:
+        raise _error("File is not an image Pillow can read.", path,
+                     "Use a JPEG, PNG, WebP, TIFF, BMP or GIF file.") from None
+    except OSError as e:
+        raise _error(f"Image file cannot be read ({e.strerror or e}).", path,
+                     "Check its permissions.") from None
+
+
+def _check_pixels(path, width, height, max_pixels):
+    if max_pixels is not None and width * height > max_pixels:
+        raise _error(f"Image has {width}x{height} = {width * height:,} pixels, more than "
+                     f"max_pixels={max_pixels:,}.", path,
+                     "Downscale the file or pass a larger max_pixels.")
+
+
+def read_size(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """``(width, height)`` of an image file from its header, without decoding the pixels.
+
+    Lets a caller check the cost of a run (memory of a given output size) before any
+    image is loaded. The EXIF orientation is not applied (it may swap the two sides).
+
+    Args:
+        path: str or path-like. The image file.
+        max_pixels: int or None. Largest width * height accepted; as :func:`load_image`.
+
+    Returns:
+        tuple of int ``(width, height)``, pixels.
+
+    Raises:
+        ImageError: missing, empty, not an image, or more than `max_pixels` pixels.
+    """
+    with _open(path) as source:
+        width, height = source.size
+    _check_pixels(path, width, height, max_pixels)
+    return width, height
 
 
 def _to_rgb_array(image):

@@ -390,7 +390,7 @@ class TransformerInference(tf.Module):
         """The forward pass of a batch of ONE image without the per-image loop (``tf.map_fn``).
 
         Same ops as :meth:`stylize`, all in the calling graph: what
-        :func:`nst_tf.benchmark_fast.graph_conv_flops` needs to see the executed convolutions.
+        :func:`benchmarks.fast.graph_conv_flops` needs to see the executed convolutions.
 
         Args:
             images: float32 ``[1, H, W, 3]`` in [0, 255].

@@ -6,12 +6,14 @@ times the summed channel counts of the layers, each divided by its downsampling.
 ``BYTES_PER_ACTIVATION`` folds TensorFlow's buffers (activations, their gradients,
 convolution workspaces) into one calibrated factor; BENCHMARKS.md ("memory") has the
 measurements it comes from.
+
+The estimate comes from the backbone's architecture and the requested size alone, so
+the command line checks it before TensorFlow is imported or any image is decoded.
 """
 
 import os
 
-import keras
-
+from nst_tf import backbones
 from nst_tf.errors import ConfigError
 
 # Peak resident bytes per float32 activation element of the truncated network during one
@@ -21,23 +23,29 @@ BYTES_PER_ACTIVATION = 7.5
 BASE_BYTES = 0.85 * 2**30
 
 
-def activation_elements(extractor, height, width):
-    """Number of activation elements of the extractor's network for one ``[1, H, W, 3]`` image."""
-    network = extractor.network
-    probe = keras.Model(network.input, [layer.output for layer in network.layers[1:]])
-    total = 0
-    for shape in probe.compute_output_shape((1, height, width, 3)):
-        count = 1
-        for dim in shape:
-            count *= max(int(dim), 0)
-        total += count
-    return total
+def estimate_step_bytes(config, height, width, precision=None):
+    """Estimated peak resident memory, bytes, of one optimization step on an H x W image.
 
+    Args:
+        config: StyleConfig (backbone, layers; ``precision`` unless given).
+        height, width: int. Output size, pixels.
+        precision: str or None. ``float32``, ``bfloat16`` or ``float16``; None: the config's.
 
-def estimate_step_bytes(extractor, height, width, precision="float32"):
-    """Estimated peak resident memory, bytes, of optimizing an H x W image."""
+    Returns:
+        float, bytes.
+    """
+    precision = precision or config.precision
+    content_layers, style_layers = config.resolved_layers()
+    elements = backbones.activation_elements(config.backbone, content_layers + style_layers, height, width)
     scale = 0.6 if precision != "float32" else 1.0  # Half-size activations; float32 gradients kept.
-    return BASE_BYTES + BYTES_PER_ACTIVATION * scale * activation_elements(extractor, height, width)
+    return BASE_BYTES + BYTES_PER_ACTIVATION * scale * elements
+
+
+def output_size(image_size, longest):
+    """``(height, width)`` of an image of ``image_size = (width, height)`` resized to a longest side."""
+    width, height = image_size
+    factor = longest / max(width, height)
+    return max(1, round(height * factor)), max(1, round(width * factor))
 
 
 def available_bytes():
@@ -62,24 +70,24 @@ def available_bytes():
     return min(candidates) if candidates else None
 
 
-def check_fits(extractor, size, config, available=None):
+def check_fits(config, size, available=None):
     """Raises ConfigError before a run whose step would not fit in memory.
 
     Args:
-        extractor: the FeatureExtractor of the run.
+        config: StyleConfig of the run (``backbone``, layers, ``precision``).
         size: ``(height, width)`` of the output, pixels.
-        config: StyleConfig (``precision``, ``scales``).
         available: bytes available; measured from the system when None.
 
     Raises:
-        ConfigError: the estimate exceeds the available memory; the message gives both
-            and suggests a smaller ``--image-size`` or a GPU/bigger machine.
+        ConfigError: unknown layer of the backbone, or the estimate exceeds the available
+            memory; the message gives both and suggests a smaller ``--image-size``.
     """
+    height, width = size
+    # The last scale is the output size, and the largest step, in its own precision.
+    needed = estimate_step_bytes(config, height, width, config.precision_plan()[-1])
     available = available if available is not None else available_bytes()
     if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK"):
         return
-    height, width = size
-    needed = estimate_step_bytes(extractor, height, width, config.precision)
     if needed > available:
         raise ConfigError(
             f"A {width}x{height} image needs about {needed / 2**30:.1f} GiB for {config.backbone} but only "

@@ -29,39 +29,26 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import backbones, data, files, images, losses
+from nst_tf.config import STRATEGIES, TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
 from nst_tf.transformer import PHOTO_STYLE, TransformerNet, load_transformer, with_added_style
 
-# Johnson 2016 sec. 4.1: content relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3 (Keras names).
-_VGG_LAYERS = (("block2_conv2",), ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3"))
-DEFAULT_LAYERS = {
-    "vgg16": _VGG_LAYERS,
-    "vgg19": _VGG_LAYERS,
-    # An early fire module keeps content detail; style from conv1 up to fire7 spans
-    # fine to coarse texture (the CS231n SqueezeNet style transfer choice).
-    "squeezenet1_1": (("fire3",), ("conv1", "fire2", "fire3", "fire5", "fire7")),
-}
+DEFAULT_LAYERS = TRAIN_LAYERS
 """``{loss_network: (content_layers, style_layers)}``."""
 
 # Johnson normalizes each Gram matrix by C*H*W; nst_tf.losses divides by H*W only, so
 # Johnson's balance is equal to per-layer weights proportional to 1 / C_l^2 (VGG: 64, 128,
 # 256, 512 channels).  Style weight 4e-2 restates pytorch/examples' 1e5 : 1e10 (torchvision
 # [0, 1] normalized input) in these units (Caffe-preprocessed [0, 255] input, 58x larger).
-_VGG_LAYER_WEIGHTS = dict(zip(_VGG_LAYERS[1], np.array([64.0, 128, 256, 512]) ** -2 / (
+_VGG_LAYER_WEIGHTS = dict(zip(TRAIN_LAYERS["vgg16"][1], np.array([64.0, 128, 256, 512]) ** -2 / (
     np.array([64.0, 128, 256, 512]) ** -2).sum()))
 DEFAULT_STYLE_LAYER_WEIGHTS = {"vgg16": _VGG_LAYER_WEIGHTS, "vgg19": _VGG_LAYER_WEIGHTS, "squeezenet1_1": None}
 """``{loss_network: {layer: w_l} or None}``; None is equal weights."""
 
-DEFAULT_LOSS_WEIGHTS = {
-    "vgg16": (1.0, 4e-2, 1e-2),
-    "vgg19": (1.0, 4e-2, 1e-2),
-    # Tuned on BSDS500 with the SqueezeNet v1.1 ImageNet weights (saved_models/starry_night/README.md).
-    "squeezenet1_1": (1.0, 5e-3, 5.0),
-}
+DEFAULT_LOSS_WEIGHTS = TRAIN_LOSS_WEIGHTS
 """``{loss_network: (content_weight, style_weight, tv_weight)}``."""
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
 logger = logging.getLogger(__name__)
 
 
@@ -280,7 +267,7 @@ class TrainConfig:
             multi-style network (conditional instance normalization, Dumoulin et al. 2017).
         data: folder of training photos (recursive).
         output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
-        steps: int or None. Optimizer steps, rounded up to a multiple of ``save_every``.
+        steps: int or None. Optimizer steps; above ``save_every``, rounded up to a multiple of it.
         epochs: float or None. Passes over the photos instead of ``steps``; neither given:
             2 epochs (Johnson 2016).
         batch_size: int. Global batch (split across replicas). Defaults to 4.
@@ -408,9 +395,9 @@ class TrainConfig:
         return names + [PHOTO_STYLE] if self.photo_style else names
 
     def total_steps(self, num_photos):
-        """Optimizer steps of the run, a multiple of ``save_every``."""
+        """Optimizer steps of the run: up to ``save_every`` exactly, above it a multiple of ``save_every``."""
         steps = self.steps or math.ceil((self.epochs or 2) * num_photos / self.batch_size)
-        return math.ceil(steps / self.save_every) * self.save_every
+        return steps if steps <= self.save_every else math.ceil(steps / self.save_every) * self.save_every
 
 
 def _int(value, minimum):
@@ -608,7 +595,7 @@ def train(config, callbacks=(), verbose="auto"):
         dataset = data.with_random_styles(dataset, transformer.num_styles, seed=config.seed,
                                           choices=None if added is None else [added])
     steps = config.total_steps(len(photos.files))
-    chunk = config.save_every
+    chunk = min(config.save_every, steps)
     all_callbacks = [keras.callbacks.TerminateOnNaN()]
     if config.backup_dir:
         all_callbacks.append(keras.callbacks.BackupAndRestore(config.backup_dir, double_checkpoint=True))

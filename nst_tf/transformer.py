@@ -42,7 +42,6 @@ def align_padding(height, width):
     return pads
 
 
-_align_padding = align_padding  # Former private name, kept for callers outside the library.
 
 
 PHOTO_STYLE = "photo"

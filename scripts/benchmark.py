@@ -1,23 +1,28 @@
 #!/usr/bin/env python
 """Benchmarks of nst_tf: ``python scripts/benchmark.py optimize [--sizes 256 512] [--json out.json]``.
 
-A thin wrapper around :mod:`nst_tf.benchmark`: one subcommand per suite (``optimize``,
-``optimize-variants``); it parses flags, runs the suite, prints Markdown tables, and
+A thin wrapper around the suites in ``benchmarks/`` (outside the package): one
+subcommand per suite; it parses flags, runs the suite, prints Markdown tables, and
 optionally writes JSON (``--json``) or appends the Markdown to a file (``--markdown``).
-``--pause-training`` pauses background ``scripts/train.py`` processes during the run
-(they are always resumed; see ``nst_tf.benchmark.paused_processes``).
+Each suite records the background load of other processes next to its figures; it
+never pauses them. Flags are checked before TensorFlow is imported.
 """
 
 import argparse
-import contextlib
 import os
 import shlex
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-ASSETS = os.path.join(ROOT, "..", "shared", "assets")
+sys.path.insert(0, ROOT)  # nst_tf and benchmarks/ of this checkout.
+
+from nst_tf.cli import ArgumentParser, import_tensorflow  # noqa: E402 (after the path it needs)
+
+
+class _Removed(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was removed: benchmarks no longer pause other processes; each table "
+                     f"records their load (bg cores). Use --wait-quiet SECONDS to wait for a quiet machine")
 
 
 def _parser():
@@ -30,19 +35,19 @@ def _parser():
                         help="'auto' (../shared/assets file when present, else random), 'none', or a path")
     common.add_argument("--json", metavar="PATH", help="write the results (machine, settings, rows) as JSON")
     common.add_argument("--markdown", metavar="PATH", help="append the Markdown section to this file")
-    common.add_argument("--pause-training", nargs="?", const="scripts/train.py", metavar="PATTERN",
-                        help="SIGSTOP other Python processes whose command line contains PATTERN "
-                             "(default scripts/train.py) during the run; always resumed")
-    common.add_argument("--max-pause", type=float, default=600,
-                        help="resume paused processes after this many seconds at most (default 600)")
+    common.add_argument("--pause-training", nargs="?", action=_Removed, help=argparse.SUPPRESS)
+    common.add_argument("--assets", metavar="DIR",
+                        help="shared assets: images, SqueezeNet weights, training photos (default: $NST_TF_ASSETS, "
+                             "else ../shared/assets next to the repository root)")
+    common.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
     common.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="first wait up to SECONDS for other processes to use < 0.25 cores (default 0: no wait)")
 
-    parser = argparse.ArgumentParser(
-        description="Benchmarks of nst_tf on this machine (see BENCHMARKS.md for recorded results).")
+    parser = ArgumentParser(
+        prog="benchmark.py", description="Benchmarks of nst_tf on this machine (see BENCHMARKS.md for recorded results).")
     sub = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
     optimize = sub.add_parser("optimize", parents=[common],
-                              help="seconds per optimization step, GFLOP/s, %% of the conv peak (issue 2)")
+                              help="seconds per optimization step, GFLOP/s, %% of the conv peak")
     optimize.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides, pixels")
     optimize.add_argument("--backbones", nargs="+", default=["vgg19", "vgg16", "squeezenet1_1"])
     optimize.add_argument("--stylize-process", action="store_true",
@@ -54,47 +59,45 @@ def _parser():
     variants.add_argument("--backbone", default="vgg19")
     variants.add_argument("--size", type=int, default=512, help="image side, pixels")
     variants.add_argument("--variants", nargs="+", default=None,
-                          help="variant names (default: all; see nst_tf.benchmark.VARIANTS)")
+                          help="variant names (default: all; see benchmarks.optimize.VARIANTS)")
     variants.add_argument("--max-workers", type=int, default=4,
                           help="worker processes alive at once, baseline included (default 4)")
     variants.add_argument("--log-dir", help="folder for the workers' logs (default: a temporary folder)")
     variants.add_argument("--no-gram", action="store_true", help="skip timing the Gram implementations alone")
 
     ttq = sub.add_parser("time-to-quality", parents=[common],
-                         help="wall time of L-BFGS / coarse-to-fine / bfloat16 to the tf-tutorial preset's loss (issue 3)")
+                         help="wall time of L-BFGS / coarse-to-fine / bfloat16 to the tf-tutorial preset's loss")
     ttq.add_argument("--backbone", default="squeezenet1_1", choices=("vgg19", "squeezenet1_1"))
     ttq.add_argument("--size", type=int, default=512, help="output longest side, pixels")
     ttq.add_argument("--baseline-iterations", type=int, default=1000, help="Adam steps of the preset")
     ttq.add_argument("--budget-factor", type=float, default=1.0,
                      help="stop a candidate after this multiple of the baseline's time")
-    ttq.add_argument("--assets", default=str(ASSETS), help="../shared/assets (tubingen, starry_night)")
 
     precision = sub.add_parser("precision", parents=[common],
-                               help="bfloat16 vs float32: step time side by side and final loss (issue 3)")
+                               help="bfloat16 vs float32: step time side by side and final loss")
     precision.add_argument("--backbone", default="vgg19")
     precision.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     precision.add_argument("--iterations", type=int, default=200, help="Adam steps of the loss comparison")
     precision.add_argument("--loss-size", type=int, default=256, help="image size of the loss comparison")
-    precision.add_argument("--assets", default=str(ASSETS))
 
-    memory = sub.add_parser("memory", parents=[common], help="peak resident memory of a step per size (issue 3)")
+    memory = sub.add_parser("memory", parents=[common], help="peak resident memory of a step per size")
     memory.add_argument("--backbone", default="vgg19")
     memory.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     memory.add_argument("--bfloat16-sizes", type=int, nargs="*", default=[2048])
 
     model_help = "a .keras TransformerNet; 'auto' (default): the first shipped model found; 'none': random weights"
     fast_inference = sub.add_parser("fast-inference", parents=[common],
-                                    help="TransformerNet s / image, float32 vs bfloat16, %% of the conv peak (issue 4)")
+                                    help="TransformerNet s / image, float32 vs bfloat16, %% of the conv peak")
     fast_inference.add_argument("--model", default="auto", help=model_help)
     fast_inference.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="image sides, pixels")
     fast_inference.add_argument("--breakdown-size", type=int, default=512,
                                 help="size of the conv-group and variant tables, pixels (0: skip them)")
     fast_inference.add_argument("--variants", nargs="*", default=None,
-                                help="variant names from nst_tf.benchmark_fast.VARIANTS (default: "
+                                help="variant names from benchmarks.fast.VARIANTS (default: "
                                      "DEFAULT_VARIANTS; the flag alone: no variant table)")
 
     fast_memory = sub.add_parser("fast-memory", parents=[common],
-                                 help="peak memory of tiled 4096 px and untiled stylization, fresh processes (issue 4)")
+                                 help="peak memory of tiled 4096 px and untiled stylization, fresh processes")
     fast_memory.add_argument("--model", default="auto", help=model_help)
     fast_memory.add_argument("--image-size", type=int, default=4096, help="side of the tiled image, pixels")
     fast_memory.add_argument("--tiles", type=int, nargs="+", default=[512, 1024], help="tile sides, pixels")
@@ -104,7 +107,7 @@ def _parser():
     fast_memory.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
 
     fast_training = sub.add_parser("fast-training", parents=[common],
-                                   help="FastStyleTrainer images per second for each loss network (issue 4)")
+                                   help="FastStyleTrainer images per second for each loss network")
     fast_training.add_argument("--loss-networks", nargs="+", default=["vgg16", "vgg19", "squeezenet1_1"])
     fast_training.add_argument("--size", type=int, default=256, help="crop side, pixels")
     fast_training.add_argument("--batch-size", type=int, default=4)
@@ -112,7 +115,7 @@ def _parser():
                                default=["float32", "bfloat16"])
 
     fast_quality = sub.add_parser("fast-quality", parents=[common],
-                                  help="perceptual loss of the shipped networks vs optimization (issue 4)")
+                                  help="perceptual loss of the shipped networks vs optimization")
     fast_quality.add_argument("--models", nargs="+", default=None,
                               help=".keras networks (default: the shipped ones that exist)")
     fast_quality.add_argument("--size", type=int, default=256, help="longest side of the photos, pixels")
@@ -122,7 +125,7 @@ def _parser():
     fast_quality.add_argument("--max-photos", type=int, default=None, help="only the first N photos (sorted)")
 
     serving = sub.add_parser("serving", parents=[common],
-                             help="bounded gRPC load test through the development server (issue 5)")
+                             help="bounded gRPC load test through the development server")
     serving.add_argument("--model", default="starry_night", help="exported model in saved_models/")
     serving.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     serving.add_argument("--image-size", type=int, default=256, help="image side, pixels")
@@ -132,7 +135,7 @@ def _parser():
 
 
 def _run_fast(args, weights):
-    from nst_tf import benchmark_fast
+    from benchmarks import fast as benchmark_fast
 
     model = getattr(args, "model", "auto")
     model = None if model.lower() == "none" else model
@@ -157,25 +160,24 @@ def _run_fast(args, weights):
 
 
 def _run(args):
-    import pathlib
-
-    from nst_tf import benchmark, benchmark_controls
+    from benchmarks import controls as benchmark_controls
+    from benchmarks import core
+    from benchmarks import optimize as benchmark
 
     weights = None if args.squeezenet_weights.lower() == "none" else args.squeezenet_weights
     if args.suite.startswith("fast-"):
         return _run_fast(args, weights)
     if args.suite == "serving":
-        from serving import loadtest
+        from benchmarks.serving import run_serving_suite
 
-        return loadtest.to_suite_result(loadtest.measure_model(
-            args.model, os.path.join(ROOT, "saved_models"), args.server, args.requests, args.image_size,
-            tuple(args.concurrency)))
+        return run_serving_suite(args.model, os.path.join(ROOT, "saved_models"), args.server, args.requests,
+                                 args.image_size, args.concurrency)
     if args.suite == "time-to-quality":
-        return benchmark_controls.time_to_quality(pathlib.Path(args.assets), args.backbone, size=args.size,
+        return benchmark_controls.time_to_quality(core.assets_dir(), args.backbone, size=args.size,
                                                   baseline_iterations=args.baseline_iterations,
                                                   budget_factor=args.budget_factor)
     if args.suite == "precision":
-        return benchmark_controls.precision_comparison(pathlib.Path(args.assets), args.backbone, sizes=args.sizes,
+        return benchmark_controls.precision_comparison(core.assets_dir(), args.backbone, sizes=args.sizes,
                                                        iterations=args.iterations, loss_size=args.loss_size,
                                                        warmup=args.warmup, repeats=args.repeats or 8)
     if args.suite == "memory":
@@ -194,20 +196,18 @@ def _run(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.assets:
+        os.environ["NST_TF_ASSETS"] = os.path.abspath(args.assets)  # Read by the suites and their workers.
+    import_tensorflow(args.verbose)
     if getattr(args, "stylize_process", False):
         from nst_tf.cli import configure_stylize_process
 
         configure_stylize_process()
-    from nst_tf import benchmark
+    from benchmarks import core
 
-    with contextlib.ExitStack() as stack:
-        if args.pause_training:
-            paused = stack.enter_context(benchmark.paused_processes(args.pause_training, args.max_pause))
-            print(f"paused pids: {paused or 'none'}", file=sys.stderr)
-        if args.wait_quiet and not benchmark.wait_for_quiet(args.wait_quiet):
-            print(f"the machine stayed busy for {args.wait_quiet:.0f} s; measuring anyway", file=sys.stderr)
-        result = _run(args)
+    if args.wait_quiet and not core.wait_for_quiet(args.wait_quiet):
+        print(f"the machine stayed busy for {args.wait_quiet:.0f} s; measuring anyway", file=sys.stderr)
+    result = _run(args)
     result.command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in argv)
     text = result.to_markdown()
     print(text)

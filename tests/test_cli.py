@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, write_image  # noqa: I001
+from helpers import ROOT, write_image  # noqa: I001
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
 from nst_tf import images, losses, optimize
@@ -95,8 +95,12 @@ def test_every_bad_input_gives_one_line_error_exit_2_and_no_file(tmp_path, capsy
 
 
 def test_wrong_architecture_weights(tmp_path, capsys, squeezenet_weights, photo):
-    code, _, err = run_cli(["--content", str(photo), "--style", str(photo), "--output", str(tmp_path / "o.png"),
-                            "--backbone", "vgg19", "--weights", str(squeezenet_weights)], capsys)
+    args = ["--content", str(photo), "--style", str(photo), "--output", str(tmp_path / "o.png"), "--backbone", "vgg19"]
+    code, _, err = run_cli(args + ["--weights", str(squeezenet_weights)], capsys)
+    assert code == 2 and "add --backbone squeezenet1_1" in err  # Known by its name, before any network.
+    renamed = tmp_path / "weights.h5"
+    renamed.symlink_to(squeezenet_weights)
+    code, _, err = run_cli(args + ["--weights", str(renamed)], capsys)
     assert code == 2 and "does not fit VGG19" in err and not (tmp_path / "o.png").exists()
 
 
@@ -260,7 +264,7 @@ def test_model_bad_files(photo, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def multi_network(tmp_path_factory):
-    from conftest import random_transformer
+    from helpers import random_transformer
 
     model = random_transformer(2, filters=(4, 8, 8), num_residual_blocks=1, style_names=["candy", "udnie", "photo"])
     path = tmp_path_factory.mktemp("multi") / "multi.keras"
@@ -311,3 +315,131 @@ def test_blend_on_a_single_style_network_is_refused(tiny_network, photo, tmp_pat
     code, _, err = run_cli(["--model", str(tiny_network[1]), "--content", str(photo), "--output", str(out),
                             "--style-name", "candy:0.5,udnie:0.5"], capsys)
     assert code == 2 and "single style" in err and not out.exists()
+
+
+# --- answers at once: checks before TensorFlow, one-line errors, quiet start-up ---
+
+NO_TF_CASES = """
+import sys
+from nst_tf import cli
+content, style, out, net, weights = sys.argv[1:6]
+cases = [
+    ["--content", content + "x", "--style", style, "--output", out],
+    ["--content", content, "--style", style, "--output", out, "--image-size", "20000"],
+    ["--content", str(__import__("pathlib").Path(content).parent), "--style", style, "--output", out],
+    ["--content", content, "--style", style, "--output", out, "--weights", weights],
+    ["--content", content, "--style", style, "--model", net, "--output", out],
+    ["--content", content, "--style", style, "--output", out, "--backbone", "vgg9"],
+    ["--content", content, "--style", style, "--output", out, "--itrations", "3"],
+    ["--help"],
+]
+for argv in cases:
+    try:
+        code = cli.stylize_main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    print(code, file=sys.stderr)
+for parser in (cli.build_parser(), cli.build_parser("train"), cli.build_parser("export")):
+    try:
+        parser.parse_args(["--help"])
+    except SystemExit:
+        pass
+print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_bad_input_and_help_answer_without_tensorflow(photo, painting, tmp_path):
+    weights = tmp_path / "squeezenet_weights.h5"
+    weights.write_bytes(b"x")
+    net = tmp_path / "net.keras"
+    net.write_bytes(b"x")
+    run = subprocess.run([sys.executable, "-c", NO_TF_CASES, str(photo), str(painting), str(tmp_path / "o.png"),
+                          str(net), str(weights)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = [line for line in run.stderr.splitlines() if line]
+    assert lines[-1] == "tensorflow imported: False", run.stderr
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 7, run.stderr
+    expected = ["Image file not found", "needs about", "--model", "--backbone squeezenet1_1",
+                "--style and --model exclude each other", "invalid choice: 'vgg9'", "did you mean --iterations?"]
+    for line, text in zip(errors, expected):
+        assert text in line, (text, line)
+    codes = [line for line in lines if line in ("0", "2")]
+    assert codes == ["2"] * 7 + ["0"], run.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_mistyped_flag_gets_one_did_you_mean_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["stylize", "--contnet", "a.jpg"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert "unrecognized arguments: --contnet (did you mean --content?)" in err and "usage:" not in err
+
+
+def test_every_argparse_error_is_one_line(capsys):
+    for argv in (["--content", "a", "--output", "o", "--iterations", "many"], ["--output", "o"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.stylize_main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("stylize.py: error: "), err
+
+
+def test_export_has_one_parser_for_both_entry_points(capsys):
+    for run in (lambda: cli.main(["export", "--help"]), lambda: cli.export_main(["--help"])):
+        with pytest.raises(SystemExit):
+            run()
+        help_text = capsys.readouterr().out
+        assert "versioned SavedModel" in help_text and "Exit status: 0 done, 2 bad input." in help_text
+
+
+def test_restated_defaults_match_the_library():
+    from nst_tf import export, training, transformer
+
+    assert cli._EXPORT_DEFAULTS == {"max_image_size": export.DEFAULT_MAX_IMAGE_SIZE,
+                                    "output_formats": export.OUTPUT_FORMATS,
+                                    "warmup_size": export.DEFAULT_WARMUP_SIZE}
+    config = training.TrainConfig(style="s", data="d", output="o.keras")
+    assert cli._TRAIN_DEFAULTS == {name: getattr(config, name) for name in cli._TRAIN_DEFAULTS}
+    assert cli._INFERENCE_PRECISIONS == transformer.INFERENCE_PRECISIONS
+
+
+def test_train_flags_left_out_take_trainconfig_defaults(tmp_path):
+    from nst_tf import training
+
+    args = cli.build_parser("train").parse_args(["--style", "s.png", "--data", "d", "--output", "o.keras",
+                                                 "--batch-size", "2"])
+    config = cli._config_from_args(training.TrainConfig, args)
+    assert config == training.TrainConfig(style="s.png", data="d", output="o.keras", batch_size=2)
+
+
+def test_train_checks_files_before_tensorflow(tmp_path, painting, capsys):
+    code = cli.train_main(["--style", str(painting), "--data", str(tmp_path / "nope"), "--output",
+                           str(tmp_path / "o.keras")])
+    assert code == 2 and "data folder not found" in capsys.readouterr().err
+
+
+def test_folder_as_content_without_model_mentions_model(tmp_path, painting, capsys):
+    code, _, err = run_cli(["--content", str(tmp_path), "--style", str(painting), "--output",
+                            str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "--model" in err and "directory" in err
+
+
+START_UP_NOISE = ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit", "cpu_feature_guard")
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_stay_off_the_terminal(tiny_network, photo, tmp_path):
+    _, path = tiny_network
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    base = [sys.executable, SCRIPT, "--model", str(path), "--content", str(photo)]
+    quiet = subprocess.run(base + ["--output", str(tmp_path / "q.png")], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and quiet.stdout.startswith("Saved 1 image(s)"), quiet.stderr
+    # What TensorFlow prints on this machine when nobody hides it; --verbose shows it again.
+    plain = subprocess.run([sys.executable, "-c", "import tensorflow as tf; tf.config.list_physical_devices()"],
+                           capture_output=True, text=True, env=env).stderr
+    shown = [word for word in START_UP_NOISE if word in plain]
+    verbose = subprocess.run(base + ["--output", str(tmp_path / "v.png"), "--verbose"], capture_output=True,
+                             text=True, env=env)
+    assert verbose.returncode == 0 and all(word in verbose.stderr for word in shown), (shown, verbose.stderr)

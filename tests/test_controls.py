@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_tf import cli, color, memory, optimize, spatial
+from nst_tf import cli, color, optimize, spatial
 from nst_tf.config import PRESETS, StyleConfig
 from nst_tf.errors import ConfigError, ImageError, OptimizationError
 
@@ -161,7 +161,7 @@ def test_presets_match_their_sources():
 
 
 def test_explicit_flags_override_preset():
-    parser = cli._stylize_parser()
+    parser = cli.build_parser("stylize")
     args = parser.parse_args(["--content", "c", "--style", "s", "--output", "o.png", "--preset", "neural-style",
                               "--iterations", "7", "--backbone", "vgg16"])
     config = cli._config_from_args(StyleConfig, args, args.preset)
@@ -171,17 +171,6 @@ def test_explicit_flags_override_preset():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="Unknown preset.*gatys2016"):
         StyleConfig.from_preset("picasso")
-
-
-def test_memory_check_fails_early_with_advice():
-    config = StyleConfig(**TINY)
-    extractor = optimize.make_extractor(config)
-    small = memory.estimate_step_bytes(extractor, 64, 64)
-    large = memory.estimate_step_bytes(extractor, 128, 128)
-    assert large > small
-    memory.check_fits(extractor, (64, 64), config, available=small + 1)
-    with pytest.raises(ConfigError, match=r"needs about .* GiB.*--image-size.*bfloat16"):
-        memory.check_fits(extractor, (128, 128), config, available=small + 1)
 
 
 def mask_and_scales_args(tmp_path):

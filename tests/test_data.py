@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import write_image
+from helpers import write_image
 from nst_tf import data
 from nst_tf.errors import ImageError
 

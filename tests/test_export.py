@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT  # noqa: I001
+from helpers import ROOT  # noqa: I001
 from nst_tf import export
 from nst_tf.errors import ConfigError, WeightsError
 from nst_tf.images import to_uint8
@@ -281,7 +281,7 @@ def test_export_script(net, tmp_path, capsys):
 
 
 def tiny_multi(seed=0):
-    from conftest import random_transformer
+    from helpers import random_transformer
 
     return random_transformer(seed, filters=(4, 8, 8), num_residual_blocks=1, style_names=["a", "b", "photo"])
 

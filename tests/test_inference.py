@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, random_transformer  # noqa: I001
+from helpers import ROOT, random_transformer  # noqa: I001
 from nst_tf import inference
 from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from conftest import ROOT  # noqa: I001
+from helpers import ROOT  # noqa: I001
 from nst_tf import export
 from nst_tf.images import to_uint8
 from nst_tf.transformer import load_transformer
@@ -542,9 +542,9 @@ def test_loadtest_runs_tiny(server):
     assert all(r["errors"] == 0 and r["throughput_rps"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in report["runs"])
     assert report["in_process_rps"] > 0 and report["grpc_vs_in_process"] > 0
     assert "concurrency  4" in format_report(report)
-    from serving.loadtest import to_suite_result
+    from benchmarks.serving import serving_result
 
-    assert [row["concurrency"] for row in to_suite_result(report).tables["serving"].rows] == [1, 4]
+    assert [row["concurrency"] for row in serving_result(report).tables["serving"].rows] == [1, 4]
 
 
 # --- The shipped styles ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, write_image
+from helpers import ROOT, write_image
 from nst_tf.cli import train_main
 from nst_tf.errors import ConfigError, ImageError
 from nst_tf.features import FeatureExtractor
@@ -86,6 +86,7 @@ def test_config_rejects_bad_values(overrides, flag):
 
 
 def test_total_steps_is_a_multiple_of_save_every():
+    assert TrainConfig("s", "d", "o.keras", steps=20).total_steps(1000) == 20  # Up to save_every: exactly.
     assert TrainConfig("s", "d", "o.keras", steps=150).total_steps(1000) == 200
     assert TrainConfig("s", "d", "o.keras", epochs=1.0, save_every=2).total_steps(10) == 4  # ceil(10 / 4) = 3 -> 4
     assert TrainConfig("s", "d", "o.keras", save_every=1).total_steps(10) == 5  # 2 epochs by default

@@ -182,7 +182,7 @@ STYLES = ["a", "b", "photo"]
 
 
 def _multi(seed=0, names=STYLES, **kwargs):
-    from conftest import random_transformer
+    from helpers import random_transformer
 
     return random_transformer(seed, style_names=names, **{**SMALL, **kwargs})
 

@@ -1,6 +1,6 @@
-"""Benchmarks of the optimization controls (issue 3): time to quality, bfloat16, peak memory.
+"""Benchmarks of the optimization controls: time to quality, bfloat16, peak memory.
 
-Each suite returns a :class:`nst_tf.benchmark.SuiteResult`; ``scripts/benchmark.py``
+Each suite returns a :class:`benchmarks.core.SuiteResult`; ``scripts/benchmark.py``
 runs them (``time-to-quality``, ``precision``, ``memory``) and BENCHMARKS.md records them.
 """
 
@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.core import SuiteResult, Table, machine_info, resolve_weights, stopwatch, time_side_by_side
 from nst_tf import optimize
-from nst_tf.benchmark import SuiteResult, Table, machine_info, resolve_weights, time_side_by_side, stopwatch
 from nst_tf.config import StyleConfig
 
 ASSET_IMAGES = ("images/content/tubingen.jpg", "images/style/starry_night.jpg")
@@ -68,7 +68,7 @@ def time_to_quality(assets, backbone="squeezenet1_1", weights="auto", size=512, 
         assets: pathlib.Path of ``../shared/assets`` (content tubingen, style starry_night).
         backbone: ``vgg19`` (random seeded weights: the real network's compute) or
             ``squeezenet1_1`` (ImageNet weights when present: real features).
-        weights: ``"auto"``, ``None`` or a path (see ``nst_tf.benchmark.resolve_weights``).
+        weights: ``"auto"``, ``None`` or a path (see ``benchmarks.core.resolve_weights``).
         size: int, output longest side, pixels.
         baseline_iterations: int, Adam steps of the baseline.
         candidates: dict ``{name: dict of StyleConfig overrides}``; defaults to
@@ -171,7 +171,7 @@ def precision_comparison(assets, backbone="vgg19", weights="auto", sizes=(256, 5
     Args:
         assets: pathlib.Path of ``../shared/assets``.
         backbone: backbone of the step timing (VGG19 by default, random weights).
-        weights: see ``nst_tf.benchmark.resolve_weights``.
+        weights: see ``benchmarks.core.resolve_weights``.
         sizes: image sides, pixels, of the step timing.
         iterations: Adam steps of the loss comparison (SqueezeNet with ImageNet weights
             when present, tubingen + starry_night at ``loss_size`` px).
@@ -236,7 +236,7 @@ def peak_memory(sizes=(512, 1024, 2048), backbone="vgg19", precisions=("float32"
     rows = []
     for size, precision in cases:
         output = subprocess.run(
-            [sys.executable, "-c", "from nst_tf.benchmark_controls import _memory_worker as w; w()",
+            [sys.executable, "-c", "from benchmarks.controls import _memory_worker as w; w()",
              backbone, str(size), precision], capture_output=True, text=True, check=True).stdout
         base, peak, estimate = (float(v) for v in output.strip().splitlines()[-1].split())
         rows.append({"size": size, "precision": precision, "base_gib": base, "peak_gib": peak,
@@ -259,5 +259,5 @@ def _memory_worker():
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     optimize.stylize(content, [content[:, :256, :256]], config, progress=False, extractor=extractor)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    estimate = memory.estimate_step_bytes(extractor, size, size, precision) / 2**30
+    estimate = memory.estimate_step_bytes(config, size, size, precision) / 2**30
     print(base, peak, estimate)

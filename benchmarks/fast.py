@@ -1,7 +1,7 @@
-"""Benchmarks of the feed-forward style networks (issue 4): inference, tiled memory, training, quality.
+"""Benchmarks of the feed-forward style networks: inference, tiled memory, training, quality.
 
-Each suite returns a :class:`nst_tf.benchmark.SuiteResult` and is registered in
-:data:`SUITES` under the subcommand name ``scripts/benchmark.py`` gives it:
+Each suite returns a :class:`benchmarks.core.SuiteResult`; ``scripts/benchmark.py`` runs it
+under the subcommand name given here:
 
 * ``fast-inference``: median seconds per image of :class:`~nst_tf.transformer.TransformerNet`
   at 256, 512 and 1024 px, float32 and bfloat16 (``load_transformer(path,
@@ -9,7 +9,7 @@ Each suite returns a :class:`nst_tf.benchmark.SuiteResult` and is registered in
   (the compiled :class:`~nst_tf.inference.TransformerInference` graph) and, as baselines,
   through the Keras call of the model (eager, and in a ``tf.function``); conv GFLOP/s of
   the *architecture's* FLOPs against the float32 3x3 conv peak measured round-robin in
-  the same window (the issue's goal), next to the FLOPs the library graph *executes*
+  the same window (the goal in BENCHMARKS.md), next to the FLOPs the library graph *executes*
   (fewer: sub-pixel upsampling convolutions; a blocked head); then, at one size, where
   the time goes (each convolution group alone) and what each change gains (variants).
 * ``fast-memory``: peak resident memory (``ru_maxrss``) of a fresh process stylizing
@@ -22,9 +22,9 @@ Each suite returns a :class:`nst_tf.benchmark.SuiteResult` and is registered in
   optimization-based stylization (:func:`nst_tf.optimize.stylize`, Adam from the
   content) of the same objective after 50, 100 and 300 iterations.
 
-FLOP convention: that of :mod:`nst_tf.benchmark` (a multiply-add is 2 FLOPs; conv
+FLOP convention: that of :mod:`benchmarks.core` (a multiply-add is 2 FLOPs; conv
 FLOPs ``2 * k_h * k_w * c_in/groups * c_out * B * h_out * w_out``).  TransformerNet is
-a subclassed model, so :func:`nst_tf.benchmark.conv_flops` (top-level layers of a
+a subclassed model, so :func:`benchmarks.core.conv_flops` (top-level layers of a
 functional model) cannot see its convolutions; :func:`graph_conv_flops` counts the
 ``Conv2D`` ops of a traced ``tf.function`` instead, with their static shapes, which
 includes the reflection padding to a multiple of 4 that the network really computes.
@@ -46,19 +46,22 @@ import time
 
 import keras
 import numpy as np
+import psutil
 import tensorflow as tf
 
-from nst_tf import benchmark, images, optimize
-from nst_tf.benchmark import (GIGA, PEAK_SHAPES, ConvFlops, ConvPeakProbe, LoadMonitor, SuiteResult, Table,
-                              machine_info, peak_of, resolve_weights, stopwatch, time_side_by_side)
+from benchmarks import core
+from benchmarks.core import (GIGA, PEAK_SHAPES, ConvFlops, ConvPeakProbe, LoadMonitor, SuiteResult, Table,
+                             assets_dir, machine_info, peak_of, resolve_weights, stopwatch,
+                             time_side_by_side)
+from nst_tf import images, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import TransformerInference, inference_graph
 from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer
-from nst_tf.transformer import TransformerNet, _align_padding, load_transformer, stylize_image, stylize_tiled
+from nst_tf.transformer import TransformerNet, load_transformer, stylize_image, stylize_tiled
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
+"""The checkout holding these benchmarks (and the shipped saved_models/)."""
 DEFAULT_MODELS = ("saved_models/starry_night/starry_night.keras", "saved_models/mosaic/mosaic.keras")
 """The shipped networks, relative to the repository root; suites use those that exist."""
 
@@ -86,7 +89,7 @@ def graph_conv_flops(function, input_shape, dtype=tf.float32):
     ``function`` is traced once with a fully static ``input_shape`` (nothing is
     computed) and each ``Conv2D`` / ``DepthwiseConv2dNative`` op of the graph is
     counted as ``2 * prod(kernel_shape) * B * h_out * w_out`` (see
-    :class:`nst_tf.benchmark.ConvFlops`), with the shapes TensorFlow inferred.
+    :class:`benchmarks.core.ConvFlops`), with the shapes TensorFlow inferred.
 
     Args:
         function: callable ``images -> tensors`` (e.g. ``lambda x: model(x)``).
@@ -94,7 +97,7 @@ def graph_conv_flops(function, input_shape, dtype=tf.float32):
         dtype: tf.DType of the traced input. Defaults to float32.
 
     Returns:
-        list of :class:`nst_tf.benchmark.ConvFlops` in graph order; ``layer`` is the op name.
+        list of :class:`benchmarks.core.ConvFlops` in graph order; ``layer`` is the op name.
 
     Raises:
         ValueError: a convolution shape is not static, or the graph holds ops this
@@ -164,13 +167,13 @@ def training_step_flops(transformer, extractor, batch, size, style_layers):
     transformer_convs = transformer_conv_flops(transformer, (batch, size, size, 3))
     forward_t = sum(c.flops for c in transformer_convs)
     transformer_step = 3 * forward_t - transformer_convs[0].flops
-    forward_l = sum(c.flops for c in benchmark.conv_flops(extractor.network, (1, size, size, 3)))
+    forward_l = sum(c.flops for c in core.conv_flops(extractor.network, (1, size, size, 3)))
     loss_step = 4 * batch * forward_l
     shapes = extractor.network.compute_output_shape((batch, size, size, 3))
     if len(extractor.layer_names) == 1:
         shapes = [shapes]
     by_name = dict(zip(extractor.layer_names, shapes))
-    gram = sum(benchmark.gram_flops(by_name[name]) for name in style_layers)
+    gram = sum(core.gram_flops(by_name[name]) for name in style_layers)
     return {"transformer_conv_flops": transformer_step, "loss_network_conv_flops": loss_step,
             "step_conv_flops": transformer_step + loss_step, "step_gram_flops": 2 * gram}
 
@@ -245,74 +248,30 @@ def _photo_like(shape, seed=0):
     return tf.clip_by_value(tf.image.resize(coarse.astype("float32"), (height, width)), 0, 255).numpy()
 
 
-# ----------------------------------------------------------------------------- replica variants
+# ----------------------------------------------------------------------------- variants
 
 
 @dataclasses.dataclass(frozen=True)
 class InferenceVariant:
-    """One implementation of the TransformerNet forward pass, for the what-if table.
+    """One way of running the TransformerNet forward pass, for the what-if table.
 
     Attributes:
         name: str. description: str.
-        replica: bool. True: a hand-written forward pass reading the model's weights
-            (:func:`replica_forward`) with the switches below; False: the model's own call.
-        norm: ``"library"`` (as ``nst_tf.layers.InstanceNormalization``), ``"folded"``
-            (``x * scale + shift`` with ``scale = gamma / sqrt(var + eps)``, ``shift = beta -
-            mean * scale``: two elementwise passes instead of four, applied in the compute
-            dtype), ``"xla"`` (the folded norm and the activation in a nested
-            ``tf.function(jit_compile=True)``: XLA fuses them into two loops while the
-            convolutions stay on oneDNN), ``"xla-fused"`` (everything between two
-            convolutions, the next reflection pad and upsampling included, in one nested
-            XLA function; implies no conv bias before a norm; ``padding`` and ``upsample``
-            are ignored) or ``"none"`` (no normalization: its cost).
-        padding: ``"reflect"`` (explicit reflection pads) or ``"zero"`` (SAME convolutions: the cost of the pads).
-        head_channels: int. Output channels the 9x9 head conv is computed with (its kernel
-            zero-padded, the result sliced back to 3).
-        head_blocks: int. 1: the head conv as it is; b > 1: computed as a stride-b conv with
-            a ``(8 + b) x (8 + b)`` kernel and ``3 b^2`` outputs, then ``depth_to_space(b)``
-            (each output channel is one position of a b x b block; exact, ``((8 + b) / 9)^2``
-            times the FLOPs, but enough output channels for oneDNN's vectorized kernels).
-        bias: bool. Conv biases before an instance norm (which removes them exactly).
-        upsample: ``"keras"`` (``UpSampling2D``) or ``"broadcast"`` (one broadcast + reshape).
-        jit_compile: bool. XLA.
+        jit_compile: bool. XLA (the model's own call only).
         library: tuple of ``(name, value)`` or None. Not None: the library's
-            :class:`~nst_tf.inference.TransformerInference` with these options (the other
-            switches are ignored).
+            :class:`~nst_tf.inference.TransformerInference` with these options; None:
+            the model's own call in a ``tf.function``.
     """
 
     name: str
     description: str
-    replica: bool = True
-    norm: str = "library"
-    padding: str = "reflect"
-    head_channels: int = 3
-    head_blocks: int = 1
-    bias: bool = True
-    upsample: str = "keras"
     jit_compile: bool = False
     library: tuple = None
 
 
 VARIANTS = {v.name: v for v in (
-    InferenceVariant("model", "the model's own call in a tf.function (baseline)", replica=False),
-    InferenceVariant("model-xla", "the model's own call, tf.function(jit_compile=True)", replica=False,
-                     jit_compile=True),
-    InferenceVariant("replica", "hand-written forward pass, same ops (checks the replica)"),
-    InferenceVariant("no-norm", "instance norm removed (its cost; wrong output)", norm="none"),
-    InferenceVariant("folded-norm", "instance norm as x * scale + shift in the compute dtype", norm="folded"),
-    InferenceVariant("xla-norm", "folded instance norm + ReLU in a nested XLA function (convs stay oneDNN)",
-                     norm="xla"),
-    InferenceVariant("zero-pad", "SAME zero padding instead of reflection pads (their cost; other output)",
-                     padding="zero"),
-    InferenceVariant("no-bias", "no conv bias before instance norm (exact)", bias=False),
-    InferenceVariant("broadcast-upsample", "nearest upsampling as one broadcast + reshape", upsample="broadcast"),
-    InferenceVariant("head-c8", "9x9 head conv computed with 8 output channels, sliced to 3", head_channels=8),
-    InferenceVariant("xla-fused", "norm + ReLU + residual add + upsampling + next reflection pad in one nested "
-                     "XLA function per conv (no conv bias)", norm="xla-fused", bias=False),
-    InferenceVariant("head-s2d", "9x9x32x3 head as a 12x12 stride-4 conv to 48 channels + depth_to_space(4)",
-                     head_blocks=4),
-    InferenceVariant("proposed", "xla-fused + head-s2d (exact up to rounding)", norm="xla-fused", bias=False,
-                     head_blocks=4),
+    InferenceVariant("model", "the model's own call in a tf.function (baseline)"),
+    InferenceVariant("model-xla", "the model's own call, tf.function(jit_compile=True)", jit_compile=True),
     InferenceVariant("library", "nst_tf.inference: FusedBatchNorm instance norm, no conv bias, concat pads, "
                      "2x2 sub-pixel phase convs for the upsampling, head as stride-4 12x12 conv + depth_to_space",
                      library=()),
@@ -321,172 +280,8 @@ VARIANTS = {v.name: v for v in (
     InferenceVariant("library-head2", "library, head as stride-2 10x10 conv to 12 channels + depth_to_space(2)",
                      library=(("head_block", 2),)),
 )}
-DEFAULT_VARIANTS = ("model", "no-norm", "proposed", "library", "library-no-phase", "library-head1", "library-head2")
+DEFAULT_VARIANTS = ("model", "library", "library-no-phase", "library-head1", "library-head2")
 """The variants timed by default (the others: by name)."""
-
-
-def _upsample_broadcast(x, size):
-    shape = tf.shape(x)
-    y = tf.broadcast_to(x[:, :, None, :, None, :], [shape[0], shape[1], size, shape[2], size, shape[3]])
-    return tf.reshape(y, [shape[0], shape[1] * size, shape[2] * size, shape[3]])
-
-
-def replica_forward(model, variant):
-    """A plain-TensorFlow forward pass of a TransformerNet under ``variant``'s switches.
-
-    With the default switches (``VARIANTS["replica"]``) it computes what
-    ``model(images)`` computes, op for op (tested); it reads the model's variables on
-    every call, as the model does.
-
-    Args:
-        model: TransformerNet (its compute dtype is kept: float32 or bfloat16).
-        variant: InferenceVariant with ``replica=True``.
-
-    Returns:
-        callable ``images [B, H, W, 3] float32 in [0, 255] -> [B, H, W, 3] float32``.
-    """
-    compute = tf.as_dtype(model.compute_dtype)
-    head = model.head.conv.kernel.numpy()
-    extra = max(0, variant.head_channels - head.shape[-1])
-    # A variable, as a network built with the wider head would hold (a kernel padded inside the
-    # function trips oneDNN's graph rewrite: "Could not find input edge 1 for Conv2D").
-    wide_head = tf.Variable(np.pad(head, [(0, 0), (0, 0), (0, 0), (0, extra)]), trainable=False)
-    blocks = variant.head_blocks
-    if blocks > 1:  # block_head[a + i, b + j, :, (a * blocks + b) * 3 + c] = head[i, j, :, c]
-        k, c_in, c_out = head.shape[0], head.shape[2], head.shape[3]
-        block_head = np.zeros((k - 1 + blocks, k - 1 + blocks, c_in, blocks * blocks * c_out), np.float32)
-        for a in range(blocks):
-            for b in range(blocks):
-                start = (a * blocks + b) * c_out
-                block_head[a:a + k, b:b + k, :, start:start + c_out] = head
-        block_head = tf.Variable(block_head, trainable=False)
-
-    @tf.function(jit_compile=True)
-    def fused_norm(y, gamma, beta, epsilon, relu):
-        mean, var = tf.nn.moments(tf.cast(y, tf.float32), axes=[1, 2], keepdims=True)
-        scale = gamma * tf.math.rsqrt(var + epsilon)
-        y = y * tf.cast(scale, y.dtype) + tf.cast(beta - mean * scale, y.dtype)
-        return tf.nn.relu(y) if relu else y
-
-    def norm(layer, y):
-        if variant.norm == "none":
-            return y
-        x = tf.cast(y, tf.float32)
-        mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-        gamma = tf.cast(layer.gamma, tf.float32) if layer.gamma is not None else 1.0
-        beta = tf.cast(layer.beta, tf.float32) if layer.beta is not None else 0.0
-        if variant.norm == "folded":
-            scale = gamma * tf.math.rsqrt(var + layer.epsilon)
-            return y * tf.cast(scale, compute) + tf.cast(beta - mean * scale, compute)
-        z = (x - mean) * tf.math.rsqrt(var + layer.epsilon)
-        return tf.cast(z * gamma + beta, compute)
-
-    def conv_block(block, x):
-        k = block.kernel_size // 2
-        if variant.padding == "reflect":
-            x = tf.pad(x, [[0, 0], [k, k], [k, k], [0, 0]], mode="REFLECT")
-        channels = block.filters
-        padding = "VALID" if variant.padding == "reflect" else "SAME"
-        if block is model.head and blocks > 1 and variant.padding == "reflect":
-            y = tf.nn.conv2d(x, tf.cast(block_head, compute), blocks, "VALID")
-            y = tf.nn.depth_to_space(y, blocks)
-        else:
-            widen = block is model.head and variant.head_channels > channels
-            kernel = tf.cast(wide_head if widen else block.conv.kernel, compute)
-            y = tf.nn.conv2d(x, kernel, block.strides, padding)
-            if widen:
-                y = y[..., :channels]
-        if block.conv.use_bias and (variant.bias or block.norm is None):
-            y = tf.nn.bias_add(y, tf.cast(block.conv.bias, compute))
-        if block.norm is not None and variant.norm == "xla":
-            layer = block.norm
-            gamma = tf.cast(layer.gamma, tf.float32) if layer.gamma is not None else tf.ones([channels])
-            beta = tf.cast(layer.beta, tf.float32) if layer.beta is not None else tf.zeros([channels])
-            return fused_norm(y, gamma, beta, layer.epsilon, block.activation == "relu")
-        if block.norm is not None:
-            y = norm(block.norm, y)
-        if block.activation == "relu":
-            y = tf.nn.relu(y)
-        elif block.activation:
-            y = keras.activations.get(block.activation)(y)
-        return y
-
-    def run_block(block, x):
-        name = type(block).__name__
-        if name == "ResidualBlock":
-            return x + conv_block(block.block2, conv_block(block.block1, x))
-        if name == "UpsampleConv2D":
-            size = block.size
-            x = _upsample_broadcast(x, size) if variant.upsample == "broadcast" else block.upsample(x)
-            return conv_block(block.block, x)
-        return conv_block(block, x)
-
-    def forward(images):
-        images = tf.convert_to_tensor(images, tf.float32)
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        (top, bottom), (left, right) = _align_padding(height, width)
-        x = images / 127.5 - 1.0
-        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
-        x = tf.cast(x, compute)
-        if variant.norm == "xla-fused":
-            x = fused_body(x)
-        else:
-            for block in model.blocks:
-                x = run_block(block, x)
-            x = conv_block(model.head, x)
-        x = tf.cast(x, tf.float32)
-        return 127.5 * (tf.tanh(x[:, top:top + height, left:left + width]) + 1.0)
-
-    # "xla-fused": everything between two convolutions (bias-free instance norm, ReLU, residual
-    # add, nearest upsampling, the next conv's reflection pad) is one XLA function, one pass.
-    @tf.function(jit_compile=True)
-    def segment(y, gamma, beta, skip, epsilon, relu, pad, upsample, want_skip):
-        mean, var = tf.nn.moments(tf.cast(y, tf.float32), axes=[1, 2], keepdims=True)
-        scale = gamma * tf.math.rsqrt(var + epsilon)
-        y = y * tf.cast(scale, y.dtype) + tf.cast(beta - mean * scale, y.dtype)
-        if relu:
-            y = tf.nn.relu(y)
-        if skip is not None:
-            y = y + skip
-        out = y
-        if upsample:
-            y = _upsample_broadcast(y, 2)
-        if pad:
-            y = tf.pad(y, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        return (y, out) if want_skip else y
-
-    def flat_convs():
-        for block in model.blocks:
-            name = type(block).__name__
-            if name == "ResidualBlock":
-                yield block.block1, "res1"
-                yield block.block2, "res2"
-            elif name == "UpsampleConv2D":
-                yield block.block, "up"
-            else:
-                yield block, "plain"
-
-    def fused_body(x):
-        convs = list(flat_convs())
-        first = convs[0][0].kernel_size // 2
-        h = tf.pad(x, [[0, 0], [first, first], [first, first], [0, 0]], mode="REFLECT")
-        skip = None
-        for index, (block, role) in enumerate(convs):
-            y = tf.nn.conv2d(h, tf.cast(block.conv.kernel, compute), block.strides, "VALID")
-            following, following_role = (convs[index + 1] if index + 1 < len(convs) else (model.head, "head"))
-            want_skip = following_role == "res1"
-            result = segment(y, tf.cast(block.norm.gamma, tf.float32), tf.cast(block.norm.beta, tf.float32),
-                             skip if role == "res2" else None, block.norm.epsilon, block.activation == "relu",
-                             following.kernel_size // 2, following_role == "up", want_skip)
-            h, skip = result if want_skip else (result, skip)
-        head = model.head
-        if blocks > 1:
-            y = tf.nn.depth_to_space(tf.nn.conv2d(h, tf.cast(block_head, compute), blocks, "VALID"), blocks)
-        else:
-            y = tf.nn.conv2d(h, tf.cast(head.conv.kernel, compute), 1, "VALID")
-        return tf.nn.bias_add(y, tf.cast(head.conv.bias, compute))
-
-    return forward
 
 
 def variant_function(model, variant):
@@ -494,10 +289,7 @@ def variant_function(model, variant):
     if variant.library is not None:
         graph = TransformerInference(model, **dict(variant.library))
         return lambda images: graph.stylize(images)[0]
-    if not variant.replica:
-        return compiled_call(model, variant.jit_compile)
-    return tf.function(replica_forward(model, variant), jit_compile=variant.jit_compile,
-                       input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return compiled_call(model, variant.jit_compile)
 
 
 # ----------------------------------------------------------------------------- inference suite
@@ -614,14 +406,14 @@ _PATHS = ((LIBRARY_PATH, "library"), ("Keras call, tf.function", "function"), ("
 
 def run_inference_suite(model_path="auto", sizes=(256, 512, 1024), warmup=2, repeats=5, peak=True,
                         breakdown_size=512, variants=DEFAULT_VARIANTS, peak_shapes=PEAK_SHAPES):
-    """Issue 4: seconds per image, conv GFLOP/s and % of the conv peak; where the time goes.
+    """Seconds per image, conv GFLOP/s and % of the conv peak; where the time goes.
 
-    For each size, times round-robin (:func:`~nst_tf.benchmark.time_side_by_side`) the
+    For each size, times round-robin (:func:`~benchmarks.core.time_side_by_side`) the
     float32 and bfloat16 networks, each through the library's
     :func:`~nst_tf.transformer.stylize_image` (its compiled inference graph) and, as
     baselines, through the model's Keras call (eager, as ``stylize_image`` did before,
     and :func:`compiled_call`), together with the float32 peak probe
-    (:class:`~nst_tf.benchmark.ConvPeakProbe`) and bfloat16 3x3 convs of the same
+    (:class:`~benchmarks.core.ConvPeakProbe`) and bfloat16 3x3 convs of the same
     shapes, so that every row is compared with a peak measured under the same
     background load.  GFLOP/s and % of peak use the architecture's conv FLOPs (what the
     network computes; :func:`transformer_conv_flops`) for every row; the FLOPs the
@@ -757,16 +549,11 @@ def _group_table(models, size, warmup, repeats, load, probe=None):
 
 
 def _steal_seconds():
-    """CPU time stolen by the hypervisor so far, core-seconds (``/proc/stat``; 0.0 if unknown).
+    """CPU time stolen by the hypervisor so far, core-seconds (0.0 where the system does not report it).
 
-    Other virtual machines on the same host are invisible to :class:`~nst_tf.benchmark.LoadMonitor`.
+    Other virtual machines on the same host are invisible to :class:`~benchmarks.core.LoadMonitor`.
     """
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            fields = handle.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _variant_table(models, size, names, warmup, repeats, load, probe):
@@ -795,8 +582,8 @@ def _variant_table(models, size, names, warmup, repeats, load, probe):
         variant = VARIANTS[name]
         if variant.library is not None:
             executed = sum(c.flops for c in executed_conv_flops(models["float32"], shape, **dict(variant.library)))
-        else:  # The Keras call runs the architecture's convs; replicas are not counted.
-            executed = None if variant.replica else flops
+        else:  # The Keras call runs the architecture's convs.
+            executed = flops
         rows.append({"variant": name, "description": variant.description,
                      "executed_gflop": "" if executed is None else f"{executed / GIGA:.1f}",
                      "float32_s": f32, "float32_vs_model": f32 / base["float32"],
@@ -816,12 +603,12 @@ def _inference_notes(rows, label, groups):
         f"Network: {label}. '{LIBRARY_PATH}' is nst_tf.transformer.stylize_image: the model's cached compiled "
         "inference graph (nst_tf.inference.TransformerInference, one tf.function with input signature "
         "[None, None, None, 3]), NumPy in and out. Baselines: the model's Keras call, eager (what stylize_image "
-        "ran before) and in one tf.function (nst_tf.benchmark_fast.compiled_call). Input: a smooth random 'photo'.",
+        "ran before) and in one tf.function (benchmarks.fast.compiled_call). Input: a smooth random 'photo'.",
         "arch. conv GFLOP: forward FLOPs of the network's 16 convolutions as the architecture defines them, at the "
         "reflection-padded size it computes (graph_conv_flops on a traced Keras call; tested against a hand "
         "count). 'arch. GFLOP / s' = arch. conv GFLOP / median seconds, for every row; '% of fp32 peak (arch.)' "
         "divides it by the best float32 3x3 conv throughput measured round-robin in the same window "
-        "(ConvPeakProbe): the issue's goal is stated on this figure. 'bf16 peak' is the same 3x3 convs in bfloat16.",
+        "(ConvPeakProbe): the goal in BENCHMARKS.md is stated on this figure. 'bf16 peak' is the same 3x3 convs in bfloat16.",
         "executed conv GFLOP: the FLOPs the library graph really runs (executed_conv_flops): the two upsampling "
         "3x3 convs become 2x2 sub-pixel phase convs on the low-resolution input (16 instead of 36 multiply-adds "
         "per low-res pixel and channel pair: 19.3 -> 8.7 GFLOP at 512 px) and the 9x9x32x3 head a stride-4 "
@@ -895,7 +682,7 @@ def run_memory_suite(model_path="auto", image_size=4096, tiles=(512, 1024), over
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
             process = subprocess.run(
-                [sys.executable, "-c", "from nst_tf.benchmark_fast import _memory_worker; _memory_worker()",
+                [sys.executable, "-c", "from benchmarks.fast import _memory_worker; _memory_worker()",
                  json.dumps(request)], capture_output=True, text=True, env=env, cwd=str(ROOT))
             if process.returncode != 0:
                 raise RuntimeError(f"Memory worker for {case} exited with code {process.returncode}:\n"
@@ -1008,7 +795,7 @@ _TRAINING_COLUMNS = [
 def run_training_suite(loss_networks=LOSS_NETWORKS, size=256, batch_size=4, warmup=2, repeats=5,
                        precisions=("float32", "bfloat16"), squeezenet_weights="auto", peak=True,
                        peak_shapes=PEAK_SHAPES, transformer_config=None):
-    """Issue 4: training images per second for each loss network, timed round-robin.
+    """Training images per second for each loss network, timed round-robin.
 
     Every trainer is built as :func:`nst_tf.training.train` builds it (the loss network
     truncated at its deepest default layer, ``mixed_bfloat16`` for ``bfloat16``, Adam
@@ -1017,7 +804,7 @@ def run_training_suite(loss_networks=LOSS_NETWORKS, size=256, batch_size=4, warm
 
     Args:
         loss_networks: names (``vgg16``, ``vgg19``: random weights, the real compute;
-            ``squeezenet1_1``: ImageNet weights when present, see :func:`~nst_tf.benchmark.resolve_weights`).
+            ``squeezenet1_1``: ImageNet weights when present, see :func:`~benchmarks.core.resolve_weights`).
         size: int, crop side in pixels. batch_size: int.
         warmup, repeats: ints, steps per trainer (the first traces the train function).
         precisions: ``"float32"`` and/or ``"bfloat16"``.
@@ -1202,7 +989,7 @@ _QUALITY_COLUMNS = [
 def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=None, size=256,
                       iterations=(50, 100, 300), optimizer="adam", learning_rate=None, squeezenet_weights="auto",
                       max_photos=None):
-    """Issue 4: perceptual loss of the shipped networks next to optimization of the same objective.
+    """Perceptual loss of the shipped networks next to optimization of the same objective.
 
     For each network of ``model_paths`` that exists and each content photo (longest
     side ``size``), evaluates the training objective of that network (loss network,
@@ -1231,8 +1018,8 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
     Raises:
         FileNotFoundError: no network of ``model_paths`` exists, or no photos.
     """
-    content_dir = pathlib.Path(content_dir or ASSETS / "images" / "content")
-    style_dir = pathlib.Path(style_dir or ASSETS / "images" / "style")
+    content_dir = pathlib.Path(content_dir or assets_dir() / "images" / "content")
+    style_dir = pathlib.Path(style_dir or assets_dir() / "images" / "style")
     paths = existing_models(model_paths)
     if not paths:
         raise FileNotFoundError(f"None of the networks exists. Received: model_paths={list(model_paths)}")
@@ -1320,11 +1107,3 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
     return SuiteResult("fast-quality", machine_info(), settings,
                        {"quality": Table("Perceptual loss of the network's output vs optimization of the same "
                                          "objective (lower is better)", columns, rows)}, notes)
-
-
-SUITES = {
-    "fast-inference": run_inference_suite,
-    "fast-memory": run_memory_suite,
-    "fast-training": run_training_suite,
-    "fast-quality": run_quality_suite,
-}

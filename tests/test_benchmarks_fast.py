@@ -1,4 +1,4 @@
-"""Tests of nst_tf.benchmark_fast: FLOP counts by hand, the replica forward pass, tiny end-to-end suites."""
+"""benchmarks.fast: FLOP counts by hand, the variants' forward passes, tiny end-to-end suites."""
 
 import importlib.util
 import json
@@ -10,8 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import random_transformer  # noqa: I001
-from nst_tf import benchmark, benchmark_fast, optimize
+from benchmarks import core
+from benchmarks import fast as benchmark_fast
+from helpers import random_transformer
+from nst_tf import optimize
 from nst_tf.features import FeatureExtractor
 
 SMALL = {"filters": (4, 8, 8), "num_residual_blocks": 1}
@@ -59,7 +61,7 @@ def test_graph_conv_flops_agrees_with_conv_flops_on_a_functional_model():
     x = keras.layers.Conv2D(6, 3, strides=2, name="b")(x)
     x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="depthwise")(x)
     model = keras.Model(inputs, x)
-    by_layers = benchmark.conv_flops(model, (2, 9, 9, 3))
+    by_layers = core.conv_flops(model, (2, 9, 9, 3))
     by_graph = benchmark_fast.graph_conv_flops(model, (2, 9, 9, 3))
     assert [(c.kernel_shape, c.output_shape, c.flops) for c in by_graph] == \
         [(c.kernel_shape, c.output_shape, c.flops) for c in by_layers]
@@ -89,24 +91,19 @@ def test_training_step_flops_follow_the_convention():
     assert counts["step_gram_flops"] == 2 * (2 * 2 * 16 * 16 * 64 ** 2 + 2 * 2 * 8 * 8 * 128 ** 2)
 
 
-# ---------------------------------------------------------------- replica variants
+# ---------------------------------------------------------------- variants
 
 
-def test_replica_computes_what_the_model_computes():
+def test_every_variant_computes_what_the_model_computes():
     model = random_transformer(**SMALL)
     image = tf.constant(benchmark_fast._photo_like((1, 30, 42, 3)))
     expected = model(image).numpy()
-    for name in ("replica", "no-bias", "folded-norm", "xla-norm", "xla-fused", "broadcast-upsample", "head-c8",
-                 "head-s2d", "proposed", "model", "library", "library-no-phase", "library-head1", "library-head2"):
-        out = benchmark_fast.variant_function(model, benchmark_fast.VARIANTS[name])(image).numpy()
+    for name, variant in benchmark_fast.VARIANTS.items():
+        out = benchmark_fast.variant_function(model, variant)(image).numpy()
         np.testing.assert_allclose(out, expected, atol=0.05, err_msg=name)
-    # The switches that change the output do change it (so the comparison above can fail).
-    for name in ("no-norm", "zero-pad"):
-        out = benchmark_fast.variant_function(model, benchmark_fast.VARIANTS[name])(image).numpy()
-        assert np.abs(out - expected).max() > 1.0, name
     bf16 = benchmark_fast._recast(model, "mixed_bfloat16")
-    out = benchmark_fast.variant_function(bf16, benchmark_fast.VARIANTS["proposed"])(image).numpy()
-    assert np.abs(out - expected).mean() < 3.0
+    out = benchmark_fast.variant_function(bf16, benchmark_fast.VARIANTS["library"])(image).numpy()
+    assert 0 < np.abs(out - expected).mean() < 3.0  # bfloat16: close, not equal.
 
 
 # ---------------------------------------------------------------- suites, tiny
@@ -115,7 +112,7 @@ def test_replica_computes_what_the_model_computes():
 def test_inference_suite_runs_end_to_end(small_model_path):
     result = benchmark_fast.run_inference_suite(
         small_model_path, sizes=(16, 24), warmup=1, repeats=1, breakdown_size=16,
-        variants=("replica", "proposed", "library", "library-no-phase"), peak_shapes=TINY_PEAK)
+        variants=("library", "library-no-phase"), peak_shapes=TINY_PEAK)
     rows = result.tables["inference"].rows
     assert [(r["size"], r["precision"], r["path"]) for r in rows] == [
         (size, precision, path) for size in (16, 24)
@@ -129,7 +126,6 @@ def test_inference_suite_runs_end_to_end(small_model_path):
         assert row["executed_gflop"] == pytest.approx(executed / 1e9)
         assert row["executed_gflops"] == pytest.approx(executed / row["median_s"] / 1e9)
         assert row["percent_of_peak"] == pytest.approx(100 * row["gflops"] / row["peak_gflops"])
-        assert row["bf16_peak_gflops"] > 0
         if row["precision"] == "float32":
             assert row["speedup"] == 1.0
     groups = {r["group"]: r for r in result.tables["groups"].rows}
@@ -139,13 +135,14 @@ def test_inference_suite_runs_end_to_end(small_model_path):
     assert sum(groups[g]["float32_s"] for g in ("conv1", "conv2", "conv3", "res", "up1", "up2", "head")) == \
         pytest.approx(groups["all convs"]["float32_s"])
     variants = {r["variant"]: r for r in result.tables["variants"].rows}
-    assert list(variants) == ["model", "replica", "proposed", "library", "library-no-phase"]
+    assert list(variants) == ["model", "library", "library-no-phase"]
     assert variants["model"]["float32_vs_model"] == 1.0
-    for name in ("replica", "proposed", "library", "library-no-phase"):
+    for name in ("library", "library-no-phase"):
         assert variants[name]["mean_abs_diff"][0] < 0.01, name
     assert float(variants["library"]["executed_gflop"]) == pytest.approx(_executed_count(16, SMALL["filters"]) / 1e9,
                                                                          abs=0.05)
-    assert variants["replica"]["executed_gflop"] == ""
+    assert float(variants["model"]["executed_gflop"]) == pytest.approx(sum(_hand_count(1, 16, 16, SMALL["filters"], 1))
+                                                                       / 1e9, abs=0.05)
     text = result.to_markdown()
     assert "| 24 | bfloat16 | Keras call, tf.function |" in text and "random weights" not in text
     assert any(note.startswith("GOAL CHECK") for note in result.notes) is False  # No 512 px row here.
@@ -206,7 +203,7 @@ def test_training_suite_runs_both_precisions():
         ("squeezenet1_1", "float32", "random"), ("squeezenet1_1", "bfloat16", "random")]
     for row in rows:
         assert row["images_per_second"] == pytest.approx(2 / row["step_s"])
-        assert len(row["all_s"]) == 2 and row["transformer_gflop"] > 0 and row["loss_network_gflop"] > 0
+        assert len(row["all_s"]) == 2 and row["step_s"] == pytest.approx(sum(row["all_s"]) / 2)
 
 
 README = """# starry
@@ -271,10 +268,6 @@ def test_quality_suite_runs_end_to_end(quality_assets):
         assert row["match"] in (1, 2, 3, 4, 5, 6, "> 6")
     assert rows[2]["network"] == pytest.approx((rows[0]["network"] + rows[1]["network"]) / 2)
     assert "starry.png at 48 px" in result.to_markdown()
-
-
-def test_suites_are_registered():
-    assert set(benchmark_fast.SUITES) == {"fast-inference", "fast-memory", "fast-training", "fast-quality"}
 
 
 def test_script_runs_the_fast_inference_suite_without_the_peak(small_model_path, tmp_path):

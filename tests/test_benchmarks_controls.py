@@ -1,9 +1,11 @@
-"""The issue-3 benchmark suites run end to end at tiny sizes (numbers themselves: BENCHMARKS.md)."""
+"""benchmarks.controls: the control suites end to end at tiny sizes (the numbers themselves: BENCHMARKS.md)."""
 
 import pytest
 
-from conftest import ASSETS
-from nst_tf import benchmark_controls
+from benchmarks import controls as benchmark_controls
+from helpers import ASSETS
+from nst_tf import memory
+from nst_tf.config import StyleConfig
 
 
 @pytest.fixture
@@ -54,12 +56,17 @@ def test_precision_comparison_runs_both_precisions(assets):
     result = benchmark_controls.precision_comparison(assets, "squeezenet1_1", sizes=(64,), iterations=5,
                                                      loss_size=64, warmup=1, repeats=2)
     (step,) = result.tables["steps"].rows
-    assert step["float32_s"] > 0 and step["bfloat16_s"] > 0
+    assert (step["backbone"], step["size"]) == ("squeezenet1_1", 64)
+    assert step["speedup"] == pytest.approx(step["float32_s"] / step["bfloat16_s"])
     losses = {r["precision"]: r["final_loss"] for r in result.tables["loss"].rows}
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.1)
 
 
-def test_peak_memory_grows_with_size():
+def test_peak_memory_grows_with_size_and_reports_the_library_estimate():
     result = benchmark_controls.peak_memory(sizes=(32, 128), backbone="squeezenet1_1", extra=())
     small, large = result.tables["memory"].rows
-    assert large["peak_gib"] >= small["peak_gib"] > 0 and large["estimate_gib"] > small["estimate_gib"]
+    assert large["peak_gib"] >= small["peak_gib"] >= small["base_gib"]
+    for row in (small, large):
+        config = StyleConfig(backbone="squeezenet1_1", weights=None, image_size=row["size"])
+        expected = memory.estimate_step_bytes(config, row["size"], row["size"], "float32") / 2**30
+        assert row["estimate_gib"] == pytest.approx(expected, rel=1e-6)
