@@ -758,7 +758,15 @@ def check_train_args(args):
     from nst_tf import images
     from nst_tf.errors import ConfigError
 
-    images.check_image_file(args.style)
+    styles = list(args.style or []) + ([args.add_style] if args.add_style else [])
+    if not styles:
+        raise ConfigError("Give the style image(s) with --style (or --add-style with --init-model). "
+                          "Received: style=None")
+    if args.add_style and not getattr(args, "init_model", None):
+        raise ConfigError(f"--add-style needs --init-model, the multi-style network to extend. "
+                          f"Received: add_style={args.add_style!r}, init_model=None")
+    for style in styles:
+        images.check_image_file(style)
     if not os.path.isdir(args.data):
         raise ConfigError(f"Training data folder not found: --data must be a folder of photos. "
                           f"Received: data='{args.data}'")

@@ -263,8 +263,9 @@ class TrainConfig:
     """Settings of one training run; each field is the ``scripts/train.py`` flag of that name.
 
     Attributes:
-        style: path of the style image, or a tuple of paths: several train one
-            multi-style network (conditional instance normalization, Dumoulin et al. 2017).
+        style: path of the style image, or a tuple of paths (kept as a tuple): several
+            train one multi-style network (conditional instance normalization, Dumoulin
+            et al. 2017).
         data: folder of training photos (recursive).
         output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
         steps: int or None. Optimizer steps; above ``save_every``, rounded up to a multiple of it.
@@ -348,7 +349,9 @@ class TrainConfig:
         elif not self.style:
             raise ConfigError("Give the style image(s) with --style (or --add-style with --init-model). "
                               "Received: style=None")
-        if isinstance(self.style, (list, tuple)):
+        if isinstance(self.style, (str, os.PathLike)):
+            object.__setattr__(self, "style", (os.fspath(self.style),))
+        elif isinstance(self.style, (list, tuple)):
             object.__setattr__(self, "style", tuple(str(path) for path in self.style))
         if self.style_names is not None:
             object.__setattr__(self, "style_names", tuple(self.style_names))
@@ -382,7 +385,7 @@ class TrainConfig:
     @property
     def styles(self):
         """The style image paths, a tuple."""
-        return self.style if isinstance(self.style, tuple) else (self.style,)
+        return self.style or ()
 
     @property
     def multi_style(self):
