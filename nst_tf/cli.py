@@ -166,7 +166,7 @@ def _config_from_args(config_class, args, preset=None):
 
 def run_stylize(args):
     """Runs ``stylize`` from parsed flags; returns the exit status."""
-    from nst_tf import images, memory, optimize, spatial
+    from nst_tf import files, images, memory, optimize, spatial
     from nst_tf.config import StyleConfig
     from nst_tf.errors import ConfigError, OptimizationError
 
@@ -184,6 +184,7 @@ def run_stylize(args):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
     output = images.check_output_path(args.output)
+    files.check_outputs_spare_inputs([output], [args.content, *args.style, args.mask, config.init])
     for path in [args.content, *args.style, *([args.mask] if args.mask else [])]:
         images.check_image_file(path)  # Before the network and its weights are loaded (slow, may fail).
     extractor = optimize.make_extractor(config)
@@ -226,7 +227,7 @@ def run_stylize(args):
 
 def run_fast_stylize(args):
     """``stylize --model``: a trained style network on one or more photos; returns the exit status."""
-    from nst_tf import color, images, transformer
+    from nst_tf import color, files, images, transformer
     from nst_tf.errors import ConfigError
 
     for flag, minimum in (("tile", 0), ("overlap", 0), ("batch_size", 1)):
@@ -248,6 +249,7 @@ def run_fast_stylize(args):
         targets = [output]
     for target in targets:
         images.check_output_path(target)
+    files.check_outputs_spare_inputs(targets, [*inputs, args.model])
     precision = getattr(args, "precision", None)
     if precision is not None and precision not in transformer.INFERENCE_PRECISIONS:
         raise ConfigError(f"--precision with --model must be one of {', '.join(transformer.INFERENCE_PRECISIONS)}. "
@@ -327,15 +329,18 @@ def _print_losses(iteration, losses):
 
 def _run(function, args):
     from nst_tf.errors import NstError
+    from nst_tf.interrupts import EXIT_TERMINATED, terminate_as_interrupt
 
-    try:
-        return function(args)
-    except NstError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with terminate_as_interrupt() as received:  # SIGTERM saves what Ctrl-C saves.
+        try:
+            status = function(args)
+        except NstError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)
+            status = EXIT_INTERRUPTED
+    return EXIT_TERMINATED if received.signal and status == EXIT_INTERRUPTED else status
 
 
 def _stylize_parser(prog=None):
