@@ -176,7 +176,7 @@ class _Client:
         """Stylizes encoded images through ``stylize_bytes``.
 
         Args:
-            files: sequence of bytes, each a JPEG, PNG, GIF or BMP file.
+            files: sequence of bytes, each a JPEG, PNG, GIF, BMP or WebP file.
 
         Returns:
             list of bytes, each a PNG (or JPEG, as exported) file.
