@@ -24,8 +24,8 @@ Both check the image size inside the graph: each side must lie in
 image, else the request fails with ``INVALID_ARGUMENT`` before any convolution
 runs.  For encoded images the size is read from the PNG, GIF, BMP, WebP or JPEG
 header before decoding, so a small file that claims gigapixels is refused without
-allocating them, and a file of any other format is refused undecoded.  ``stylize_bytes`` decodes with ``tf.io.decode_image``: the first
-frame of a GIF; alpha composited on white (as :func:`nst_tf.images.load_image`);
+allocating them, and a file of any other format is refused undecoded.
+``stylize_bytes`` decodes with ``tf.io.decode_image``: the first frame of a GIF; alpha composited on white (as :func:`nst_tf.images.load_image`);
 EXIF orientation is *not* applied (send pixels through ``serving_default`` when it
 matters).
 
