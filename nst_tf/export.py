@@ -491,10 +491,12 @@ def _load(model):
 def _publish(temp, base_path, version):
     """Renames `temp` to ``base_path/<version>``; with version None, the next free number."""
     explicit = version is not None
+    taken = 0  # Highest number held by something that is not a version folder (a file named "3").
     for _ in range(1000):
-        candidate = version if explicit else next_version(base_path)
+        candidate = version if explicit else max(next_version(base_path), taken + 1)
         target = base_path / str(candidate)
-        if target.exists() and (explicit or any(target.iterdir())):
+        if target.exists() and (explicit or not target.is_dir() or any(target.iterdir())):
+            taken = candidate
             if explicit:
                 raise ConfigError(f"Version {candidate} appeared in '{base_path}' during the export; it was left "
                                   f"untouched. Received: version={candidate}")

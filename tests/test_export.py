@@ -336,3 +336,15 @@ def test_version_folders_are_ascii_digits_only(net, tmp_path, capsys):
     assert load_script().export_main([str(keras_file), "--saved-models", str(tmp_path / "saved_models"),
                                       "--warmup-size", "0"]) == 0
     assert "Exported starry version 2" in capsys.readouterr().out
+
+
+def test_a_file_named_like_the_next_version_is_left_alone(net, tmp_path, capsys):
+    base = tmp_path / "saved_models" / "starry"
+    base.mkdir(parents=True)
+    (base / "1").write_bytes(b"a user's file that is not a version")
+    keras_file = tmp_path / "starry.keras"
+    net.save(keras_file)
+    assert load_script().export_main([str(keras_file), "--saved-models", str(tmp_path / "saved_models"),
+                                      "--warmup-size", "0"]) == 0
+    assert "Exported starry version 2" in capsys.readouterr().out
+    assert (base / "1").read_bytes() == b"a user's file that is not a version"
