@@ -496,6 +496,7 @@ def run(args):
                                      f"Received: paths={args.paths}", "INVALID_ARGUMENT")
         inputs, output = args.paths[:-1], args.paths[-1]
         outputs = _output_paths(inputs, output, args.output_format)
+        files.check_outputs_spare_inputs(outputs, inputs)
         for path in inputs:  # Fail on a missing file before sending anything.
             if not pathlib.Path(path).is_file():
                 raise images.ImageError(f"Image file not found. Received: path='{path}'")

@@ -799,3 +799,16 @@ def test_base_path_cannot_leave_the_prefix(tmp_path):
     for base in ("/models/..", "/models/../.."):
         with pytest.raises(ValueError, match="outside --model_base_path_prefix"):
             _manager(base, prefix)
+
+
+def test_cli_never_writes_over_its_inputs(server, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(BATCH[0]).save(folder / name)
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    for args in ([str(folder / "a.png"), str(folder / "a.png")],  # The output is the input.
+                 [str(folder / "a.png"), str(folder / "b.png"), str(folder)]):  # The folder output holds them.
+        code, _, err = run_cli(["--server", server.grpc_address, "--model", CONTRACT_MODEL, *args], capsys)
+        assert code == 2 and "overwrite an input" in err and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
