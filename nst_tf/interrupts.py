@@ -25,8 +25,9 @@ def terminate_as_interrupt():
     """While the block runs, SIGTERM raises ``KeyboardInterrupt`` in the main thread.
 
     Only the first SIGTERM raises; later ones are ignored so that the work the first
-    one triggered (saving the latest image) completes.  Outside the main thread (where Python cannot install handlers) the block runs
-    unchanged.  The previous handler is restored on exit.
+    one triggered (saving the latest image) completes.  Outside the main thread,
+    where Python cannot install handlers, the block runs unchanged.  The previous
+    handler is restored on exit.
 
     Yields:
         Received: its ``signal`` is ``signal.SIGTERM`` once SIGTERM has arrived.

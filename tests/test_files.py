@@ -107,11 +107,10 @@ def test_a_backup_folder_holding_the_runs_files_is_refused(tmp_path):
 
 def test_sigterm_raises_keyboard_interrupt_once_and_restores_the_handler():
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        with terminate_as_interrupt() as received:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(10 ** 6):  # The handler runs between bytecodes, at the latest here.
-                pass
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt() as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10 ** 6):  # The handler runs between bytecodes, at the latest here.
+            pass
     assert received.signal == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
     assert EXIT_TERMINATED == 143

@@ -367,7 +367,8 @@ def test_sigterm_keeps_the_backup_and_the_rerun_resumes(folder, style_file, tmp_
     argv = ["--style", str(style_file), "--data", str(folder), "--output", str(tmp_path / "net.keras"),
             "--steps", "100000", "--save-every", "1", "--batch-size", "2", "--image-size", "32",
             "--style-size", "48", "--loss-network", NETWORK, "--loss-weights-file", "none", "--backup-dir", str(backup)]
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nst_tf.cli import train_main; sys.exit(train_main({argv!r}))"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nst_tf.cli import train_main; "
+            f"sys.exit(train_main({argv!r}))")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     metadata = backup / "training_metadata.json"
