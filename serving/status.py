@@ -23,9 +23,12 @@ HTTP_STATUS = {
 """gRPC status code -> HTTP status of TF Serving's REST API."""
 
 _CODE_OF_HTTP = {}
-for _code, _http in HTTP_STATUS.items():  # The first code listed for a status is the one a client reports.
+for _code, _http in HTTP_STATUS.items():  # The first code listed for a status is the one a client reports,
     _CODE_OF_HTTP.setdefault(_http, _code)
-_CODE_OF_HTTP.update({408: Code.DEADLINE_EXCEEDED, 411: Code.INVALID_ARGUMENT, 413: Code.RESOURCE_EXHAUSTED})
+# except where several codes share a status: a 500 is the server's fault, a 409 a lost race. The
+# development server's HTTP-level answers (timeout, chunked body, body too large) map as gRPC would.
+_CODE_OF_HTTP.update({500: Code.INTERNAL, 409: Code.ABORTED, 408: Code.DEADLINE_EXCEEDED,
+                      411: Code.INVALID_ARGUMENT, 413: Code.RESOURCE_EXHAUSTED})
 _CODE_OF_VALUE = {code.value[0]: code for code in Code}
 
 
