@@ -184,7 +184,8 @@ def run_stylize(args):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
     output = images.check_output_path(args.output)
-    files.check_outputs_spare_inputs([output], [args.content, *args.style, args.mask, config.init])
+    intermediates = files.existing_numbered_outputs(output, args.save_every, sum(n for _, n in config.scale_plan()))
+    files.check_outputs_spare_inputs([output, *intermediates], [args.content, *args.style, args.mask, config.init])
     for path in [args.content, *args.style, *([args.mask] if args.mask else [])]:
         images.check_image_file(path)  # Before the network and its weights are loaded (slow, may fail).
     extractor = optimize.make_extractor(config)

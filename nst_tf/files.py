@@ -6,6 +6,7 @@ writes over one of its own inputs, and a resumed run is the run that was interru
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -76,6 +77,33 @@ def check_outputs_spare_inputs(outputs, inputs):
             if _same_file(output, source) or resolved in source.resolve().parents:
                 raise ConfigError(f"The output would overwrite an input file ('{source}'); choose another output "
                                   f"path. Received: output='{output}'")
+
+
+def existing_numbered_outputs(path, every, total):
+    """The files already present that a run saving ``path`` every `every` iterations would replace.
+
+    Such a run writes ``<stem>_<iteration:05d><suffix>`` beside `path` at iterations
+    `every`, 2 `every`, ... up to `total`; only the ones that exist can be an input, so
+    only those are listed (cheap however many iterations the run has).
+
+    Args:
+        path: str or path-like. The final output.
+        every: int. Iterations between intermediate saves; 0 or less: none.
+        total: int. Iterations of the run.
+
+    Returns:
+        list of pathlib.Path.
+    """
+    path = pathlib.Path(path)
+    if every <= 0 or not path.parent.is_dir():
+        return []
+    found = []
+    for candidate in path.parent.glob(f"{glob.escape(path.stem)}_*{glob.escape(path.suffix)}"):
+        number = candidate.name[len(path.stem) + 1:len(candidate.name) - len(path.suffix)]
+        if number.isascii() and number.isdigit() and len(number) >= 5 and 0 < int(number) <= total \
+                and int(number) % every == 0 and f"{int(number):05d}" == number:
+            found.append(candidate)
+    return found
 
 
 RUN_SETTINGS_FILE = "run_settings.json"

@@ -309,3 +309,12 @@ def test_sigterm_saves_latest_image_and_exits_143(photo, painting, tmp_path):
     assert process.returncode == 143, err
     assert "Interrupted after" in err and "Traceback" not in err
     assert images.load_image(out).shape == (1, 26, 32, 3)
+
+
+def test_stylize_intermediate_saves_onto_an_input_are_refused(photo, tmp_path, capsys):
+    style = write_image(tmp_path / "out_00002.png", (36, 36), seed=1)  # What --save-every 2 would write.
+    before = {p: p.read_bytes() for p in (photo, style)}
+    args = ["--content", str(photo), "--style", str(style), "--output", str(tmp_path / "out.png"),
+            "--save-every", "2"] + FAST
+    code, _, err = run_cli(args, capsys)
+    _assert_refused_and_unchanged(code, err, before)

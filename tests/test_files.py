@@ -129,3 +129,12 @@ def test_a_second_sigterm_does_not_interrupt_the_saving_the_first_started():
                 pass
             saved = True
     assert saved
+
+
+def test_existing_numbered_outputs_lists_the_intermediates_a_run_would_replace(tmp_path):
+    for name in ("out_00010.png", "out_00015.png", "out_00020.png", "out_00040.png", "out_0010.png", "out_x.png",
+                 "other_00010.png"):
+        (tmp_path / name).write_bytes(b"")
+    found = files.existing_numbered_outputs(tmp_path / "out.png", every=10, total=30)
+    assert sorted(p.name for p in found) == ["out_00010.png", "out_00020.png"]
+    assert files.existing_numbered_outputs(tmp_path / "out.png", every=0, total=30) == []
