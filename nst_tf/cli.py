@@ -290,7 +290,7 @@ def check_stylize_args(args):
     Raises:
         ConfigError, ImageError, WeightsError: the first problem found, before anything slow.
     """
-    from nst_tf import images, memory
+    from nst_tf import files, images, memory
     from nst_tf.config import INIT_MODES, StyleConfig
     from nst_tf.errors import ConfigError, WeightsError
 
@@ -309,6 +309,8 @@ def check_stylize_args(args):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
     output = images.check_output_path(args.output)
+    intermediates = files.existing_numbered_outputs(output, args.save_every, sum(n for _, n in config.scale_plan()))
+    files.check_outputs_spare_inputs([output, *intermediates], [args.content, *args.style, args.mask, config.init])
     inputs = [args.content, *args.style, *([args.mask] if args.mask else [])]
     if config.init not in INIT_MODES:  # An image path.
         inputs.append(config.init)
@@ -384,7 +386,7 @@ def _start_tensorflow(args):
 
 def run_fast_stylize(args):
     """``stylize --model``: a trained style network on one or more photos; returns the exit status."""
-    from nst_tf import images
+    from nst_tf import files, images
     from nst_tf.errors import ConfigError
 
     if args.style:
@@ -413,6 +415,7 @@ def run_fast_stylize(args):
         targets = [output]
     for target in targets:
         images.check_output_path(target)
+    files.check_outputs_spare_inputs(targets, [*inputs, args.model])
     precision = getattr(args, "precision", None)
     if precision is not None and precision not in _INFERENCE_PRECISIONS:
         raise ConfigError(f"--precision with --model must be one of {', '.join(_INFERENCE_PRECISIONS)}. "
@@ -541,15 +544,18 @@ def _print_losses(iteration, losses):
 
 def _run(function, args):
     from nst_tf.errors import NstError
+    from nst_tf.interrupts import EXIT_TERMINATED, terminate_as_interrupt
 
-    try:
-        return function(args)
-    except NstError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with terminate_as_interrupt() as received:  # SIGTERM saves what Ctrl-C saves.
+        try:
+            status = function(args)
+        except NstError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)
+            status = EXIT_INTERRUPTED
+    return EXIT_TERMINATED if received.signal and status == EXIT_INTERRUPTED else status
 
 
 # --- commands: one description per command, shared by `nst-tf COMMAND` and scripts/COMMAND.py ---

@@ -14,18 +14,18 @@ Two signatures, one per input type, as in tensorflow/models
 
 * ``serving_default``: ``images`` uint8 ``[batch, height, width, 3]`` RGB ->
   ``stylized_images`` uint8 ``[batch, height, width, 3]``.
-* ``stylize_bytes``: ``image_bytes`` string ``[batch]`` (JPEG, PNG, GIF or BMP
-  files) -> ``stylized_image_bytes`` string ``[batch]`` (PNG, or JPEG when exported
+* ``stylize_bytes``: ``image_bytes`` string ``[batch]`` (JPEG, PNG, GIF, BMP or
+  WebP files) -> ``stylized_image_bytes`` string ``[batch]`` (PNG, or JPEG when exported
   with ``output_format="jpeg"``).  The ``_bytes`` suffix makes TF Serving's REST API
   return the output as ``{"b64": ...}``.  Images of one batch may differ in size.
 
 Both check the image size inside the graph: each side must lie in
 ``[MIN_IMAGE_SIZE, max_image_size]`` pixels and a batch must hold at least one
 image, else the request fails with ``INVALID_ARGUMENT`` before any convolution
-runs.  For encoded images the size is read from the PNG, GIF, BMP or JPEG header
-before decoding, so a small file that claims gigapixels is refused without
-allocating them.  ``stylize_bytes`` decodes with ``tf.io.decode_image``: the first
-frame of a GIF; alpha composited on white (as :func:`nst_tf.images.load_image`);
+runs.  For encoded images the size is read from the PNG, GIF, BMP, WebP or JPEG
+header before decoding, so a small file that claims gigapixels is refused without
+allocating them, and a file of any other format is refused undecoded.
+``stylize_bytes`` decodes with ``tf.io.decode_image``: the first frame of a GIF; alpha composited on white (as :func:`nst_tf.images.load_image`);
 EXIF orientation is *not* applied (send pixels through ``serving_default`` when it
 matters).
 
@@ -71,7 +71,7 @@ INPUT_IMAGES = "images"
 OUTPUT_IMAGES = "stylized_images"
 """Output of ``serving_default``: uint8 ``[batch, height, width, 3]``, RGB."""
 INPUT_BYTES = "image_bytes"
-"""Input of ``stylize_bytes``: string ``[batch]``, each a JPEG, PNG, GIF or BMP file."""
+"""Input of ``stylize_bytes``: string ``[batch]``, each a JPEG, PNG, GIF, BMP or WebP file."""
 OUTPUT_BYTES = "stylized_image_bytes"
 """Output of ``stylize_bytes``: string ``[batch]``, each a PNG (or JPEG) file."""
 SIGNATURES = {
@@ -117,6 +117,7 @@ DEFAULT_WARMUP_SIZE = 256
 """Side, pixels, of the square warm-up images."""
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VERSION = re.compile(r"[0-9]+", re.ASCII)
 _PNG_MAGIC = (0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A)
 
 
@@ -168,13 +169,14 @@ def list_versions(base_path):
         base_path: str or path-like. ``saved_models/<model>``; may be missing.
 
     Returns:
-        list of int, ascending: the names of the sub-folders that are decimal numbers
+        list of int, ascending: the names of the sub-folders made of ASCII digits
         (temporary and other folders are ignored, as TF Serving ignores them).
     """
     base_path = pathlib.Path(base_path)
     if not base_path.is_dir():
         return []
-    return sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit() and p.is_dir())
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses.
+    return sorted(int(p.name) for p in base_path.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir())
 
 
 def next_version(base_path):
@@ -211,15 +213,17 @@ def _check_batch(batch):
 def encoded_image_size(data):
     """Height and width from an image file's header, without decoding the pixels.
 
-    Reads PNG (IHDR), GIF (logical screen), BMP (info header) and JPEG (SOF, via
-    ``tf.image.extract_jpeg_shape``) headers.  Graph-compatible; standard TF ops.
+    Reads PNG (IHDR), GIF (logical screen), BMP (info header), WebP (the ``VP8 ``,
+    ``VP8L`` or ``VP8X`` chunk: lossy, lossless and extended files) and JPEG (SOF, via
+    ``tf.image.extract_jpeg_shape``) headers: every format ``tf.io.decode_image``
+    decodes.  Graph-compatible; standard TF ops.
 
     Args:
         data: scalar string tensor, the file's bytes.
 
     Returns:
-        (height, width), int64 scalar tensors; ``(0, 0)`` when the format has no
-        header parsed here (the decoded size is checked after decoding).
+        (height, width), int64 scalar tensors; ``(0, 0)`` for any other format, which
+        the signatures refuse without decoding.
 
     Raises:
         tf.errors.InvalidArgumentError: at run time, a file that starts like a JPEG but
@@ -228,8 +232,8 @@ def encoded_image_size(data):
     head = tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 32)]), 0, 32), tf.uint8)
     b = tf.cast(head, tf.int64)
 
-    def starts_with(magic):
-        return tf.reduce_all(tf.equal(head[:len(magic)], tf.constant(magic, tf.uint8)))
+    def starts_with(magic, at=0):
+        return tf.reduce_all(tf.equal(head[at:at + len(magic)], tf.constant(magic, tf.uint8)))
 
     def be32(i):
         return b[i] * 16777216 + b[i + 1] * 65536 + b[i + 2] * 256 + b[i + 3]
@@ -237,17 +241,38 @@ def encoded_image_size(data):
     def le16(i):
         return b[i] + b[i + 1] * 256
 
+    def le24(i):
+        return le16(i) + b[i + 2] * 65536
+
     def le32_abs(i):
-        value = b[i] + b[i + 1] * 256 + b[i + 2] * 65536 + b[i + 3] * 16777216
+        value = le24(i) + b[i + 3] * 16777216
         return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))  # Negative height: top-down BMP.
+
+    # WebP (RIFF container, https://developers.google.com/speed/webp/docs/riff_container): the
+    # first chunk at byte 12 gives the size. VP8: 14-bit sides after the key frame's start code
+    # 9d 01 2a (RFC 6386 sec. 9.1); VP8L: 14-bit sides minus one after the 0x2f signature;
+    # VP8X: the canvas, 24-bit sides minus one.
+    webp = tf.logical_and(starts_with(tuple(b"RIFF")), starts_with(tuple(b"WEBP"), 8))
+    vp8 = tf.logical_and(starts_with(tuple(b"VP8 "), 12), starts_with((0x9D, 0x01, 0x2A), 23))
+    vp8l = tf.logical_and(starts_with(tuple(b"VP8L"), 12), starts_with((0x2F,), 20))
+    vp8x = starts_with(tuple(b"VP8X"), 12)
+    lossless_bits = le24(21) + b[24] * 16777216
+    webp_height = tf.where(vp8, tf.bitwise.bitwise_and(le16(28), 0x3FFF),
+                           tf.where(vp8l, tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless_bits, 14), 0x3FFF) + 1,
+                                    tf.where(vp8x, le24(27) + 1, 0)))
+    webp_width = tf.where(vp8, tf.bitwise.bitwise_and(le16(26), 0x3FFF),
+                          tf.where(vp8l, tf.bitwise.bitwise_and(lossless_bits, 0x3FFF) + 1,
+                                   tf.where(vp8x, le24(24) + 1, 0)))
 
     zero = tf.constant(0, tf.int64)
     height = tf.where(starts_with(_PNG_MAGIC), be32(20),
                       tf.where(starts_with(tuple(b"GIF8")), le16(8),
-                               tf.where(starts_with(tuple(b"BM")), le32_abs(22), zero)))
+                               tf.where(starts_with(tuple(b"BM")), le32_abs(22),
+                                        tf.where(webp, webp_height, zero))))
     width = tf.where(starts_with(_PNG_MAGIC), be32(16),
                      tf.where(starts_with(tuple(b"GIF8")), le16(6),
-                              tf.where(starts_with(tuple(b"BM")), le32_abs(18), zero)))
+                              tf.where(starts_with(tuple(b"BM")), le32_abs(18),
+                                       tf.where(webp, webp_width, zero))))
     is_jpeg = starts_with((0xFF, 0xD8, 0xFF))
     jpeg = tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
                    lambda: tf.zeros([2], tf.int64))
@@ -261,7 +286,7 @@ def decode_rgb(data):
     does; GIF gives its first frame.  EXIF orientation is not applied.
 
     Args:
-        data: scalar string tensor, a JPEG, PNG, GIF or BMP file.
+        data: scalar string tensor, a JPEG, PNG, GIF, BMP or WebP file.
 
     Returns:
         float32 tensor ``[H, W, 3]``.
@@ -413,7 +438,12 @@ class StylizeModule(tf.Module):
 
     def _stylize_one(self, data, style_weights=None):
         height, width = encoded_image_size(data)
-        declared_ok = tf.maximum(height, width) <= self.max_image_size
+        # Nothing is decoded whose size the header does not bound: decoding is what costs memory and time.
+        readable = tf.debugging.Assert(tf.minimum(height, width) > 0, [
+            "Unknown image file format, or a header without the image size: send a JPEG, PNG, GIF, BMP or WebP "
+            "file. Received a file of this many bytes:", tf.strings.length(data)], name="check_header_format")
+        with tf.control_dependencies([readable]):
+            declared_ok = tf.maximum(height, width) <= self.max_image_size
         with tf.control_dependencies([tf.debugging.Assert(declared_ok, [
                 f"Encoded image is larger than {self.max_image_size} pixels (max_image_size of the export) "
                 "according to its header. Received height, width:", height, width], name="check_header_size")]):
@@ -590,10 +620,12 @@ def _load(model):
 def _publish(temp, base_path, version):
     """Renames `temp` to ``base_path/<version>``; with version None, the next free number."""
     explicit = version is not None
+    taken = 0  # Highest number held by something that is not a version folder (a file named "3").
     for _ in range(1000):
-        candidate = version if explicit else next_version(base_path)
+        candidate = version if explicit else max(next_version(base_path), taken + 1)
         target = base_path / str(candidate)
-        if target.exists() and (explicit or any(target.iterdir())):
+        if target.exists() and (explicit or not target.is_dir() or any(target.iterdir())):
+            taken = candidate
             if explicit:
                 raise ConfigError(f"Version {candidate} appeared in '{base_path}' during the export; it was left "
                                   f"untouched. Received: version={candidate}")

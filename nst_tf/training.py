@@ -540,7 +540,14 @@ def train(config, callbacks=(), verbose="auto"):
         NstError: the loss became NaN or infinite.
     """
     output = _check_output(config.output)
+    checkpoint = os.path.join(config.checkpoint_dir, "transformer.keras") if config.checkpoint_dir else None
+    files.check_outputs_spare_inputs([output, *filter(None, [checkpoint])], [*config.styles, config.init_model])
     photos = data.scan_photos(config.data)
+    if config.backup_dir:  # Resume only the same run; the folder is deleted when the run completes.
+        settings = files.run_settings(config, ignore=("output", "backup_dir", "log_dir", "checkpoint_dir", "strategy"),
+                                      digest=("style", "init_model", "add_style"), paths=("data",))
+        files.check_backup_folder(config.backup_dir, settings, keep=[config.data, *config.styles, config.init_model,
+                                                                     output, config.log_dir, checkpoint])
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     strategy = _strategy(config.strategy)

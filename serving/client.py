@@ -48,15 +48,12 @@ from tensorflow_serving.apis import (  # noqa: E402
 from nst_tf import files, images  # noqa: E402
 from nst_tf.errors import NstError  # noqa: E402
 from nst_tf.export import SIGNATURE_BYTES, SIGNATURE_IMAGES  # noqa: E402
+from serving import status as status_table  # noqa: E402
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "http://localhost:8501"
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 """gRPC message limit of the client, both ways (gRPC's default is 4 MiB: a 1200 px image)."""
-_STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
-_HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-               409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
-               503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
 def _enum_name(message, field):
@@ -176,7 +173,7 @@ class _Client:
         """Stylizes encoded images through ``stylize_bytes``.
 
         Args:
-            files: sequence of bytes, each a JPEG, PNG, GIF or BMP file.
+            files: sequence of bytes, each a JPEG, PNG, GIF, BMP or WebP file.
 
         Returns:
             list of bytes, each a PNG (or JPEG, as exported) file.
@@ -271,7 +268,7 @@ class GrpcClient(_Client):
         request = get_model_status_pb2.GetModelStatusRequest()
         self.model_spec(request.model_spec)
         response = self._call(self.models.GetModelStatus, request, min(self.timeout, 10.0))
-        return [{"version": s.version, "state": _STATES.get(s.state, str(s.state)),
+        return [{"version": s.version, "state": status_table.state_name(s.state),
                  "error_code": _enum_name(s.status, "error_code"), "error_message": s.status.error_message}
                 for s in response.model_version_status]
 
@@ -356,7 +353,8 @@ class RestClient(_Client):
                 details = response.json().get("error", response.text)
             except ValueError:
                 details = response.text or response.reason
-            return None, (_HTTP_CODES.get(response.status_code, "UNKNOWN"), f"HTTP {response.status_code}: {details}")
+            code = status_table.code_of_http(response.status_code).name
+            return None, (code, f"HTTP {response.status_code}: {details}")
 
         return self._with_retries(call, timeout)
 
@@ -498,6 +496,7 @@ def run(args):
                                      f"Received: paths={args.paths}", "INVALID_ARGUMENT")
         inputs, output = args.paths[:-1], args.paths[-1]
         outputs = _output_paths(inputs, output, args.output_format)
+        files.check_outputs_spare_inputs(outputs, inputs)
         for path in inputs:  # Fail on a missing file before sending anything.
             if not pathlib.Path(path).is_file():
                 raise images.ImageError(f"Image file not found. Received: path='{path}'")

@@ -443,3 +443,68 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal(tiny_network, photo, tm
     verbose = subprocess.run(base + ["--output", str(tmp_path / "v.png"), "--verbose"], capture_output=True,
                              text=True, env=env)
     assert verbose.returncode == 0 and all(word in verbose.stderr for word in shown), (shown, verbose.stderr)
+
+
+# ---------------------------------------------------------------- outputs never replace inputs; SIGTERM
+
+
+def _assert_refused_and_unchanged(code, err, files_before):
+    assert code == 2 and err.startswith("error: ") and "\n" not in err.strip(), err
+    assert "overwrite an input" in err
+    for path, data in files_before.items():
+        assert path.read_bytes() == data, path
+
+
+@pytest.mark.parametrize("target", ["content", "style", "content link", "mask"])
+def test_stylize_output_onto_an_input_is_refused(photo, painting, tmp_path, capsys, target):
+    mask = write_image(tmp_path / "mask.png", (40, 32))
+    (tmp_path / "link.png").symlink_to(photo)
+    output = {"content": photo, "style": painting, "content link": tmp_path / "link.png", "mask": mask}[target]
+    before = {p: p.read_bytes() for p in (photo, painting, mask)}
+    args = ["--content", str(photo), "--style", str(painting), "--output", str(output)] + FAST
+    code, _, err = run_cli(args + (["--mask", str(mask)] if target == "mask" else []), capsys)
+    _assert_refused_and_unchanged(code, err, before)
+
+
+def test_model_output_onto_its_input_is_refused(tiny_network, photo, tmp_path, capsys):
+    _, path = tiny_network
+    before = {photo: photo.read_bytes()}
+    code, _, err = run_cli(["--model", str(path), "--content", str(photo), "--output", str(photo)], capsys)
+    _assert_refused_and_unchanged(code, err, before)
+
+
+def test_model_folder_output_onto_its_input_folder_is_refused(tiny_network, tmp_path, capsys):
+    _, path = tiny_network
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        write_image(folder / name, (20, 12))
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    code, _, err = run_cli(["--model", str(path), "--content", str(folder), "--output", str(folder)], capsys)
+    _assert_refused_and_unchanged(code, err, before)
+    assert sorted(folder.iterdir()) == sorted(before)
+
+
+def test_sigterm_saves_latest_image_and_exits_143(photo, painting, tmp_path):
+    out = tmp_path / "o.png"
+    args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
+            "--print-every", "1"] + FAST[:-3] + ["--iterations", "100000", "--no-progress"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in process.stdout:
+        if line.startswith("iteration 5:"):
+            break
+    process.send_signal(signal.SIGTERM)  # What timeout, schedulers and docker stop send.
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Interrupted after" in err and "Traceback" not in err
+    assert images.load_image(out).shape == (1, 26, 32, 3)
+
+
+def test_stylize_intermediate_saves_onto_an_input_are_refused(photo, tmp_path, capsys):
+    style = write_image(tmp_path / "out_00002.png", (36, 36), seed=1)  # What --save-every 2 would write.
+    before = {p: p.read_bytes() for p in (photo, style)}
+    args = ["--content", str(photo), "--style", str(style), "--output", str(tmp_path / "out.png"),
+            "--save-every", "2"] + FAST
+    code, _, err = run_cli(args, capsys)
+    _assert_refused_and_unchanged(code, err, before)

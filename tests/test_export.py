@@ -339,3 +339,76 @@ def test_saved_model_stylizer_discovers_the_style_names(multi_export):
     assert np.abs(got - to_uint8(np.asarray(model(photo, style=weights)))).max() <= 1
     requests = list(tf.data.TFRecordDataset(str(path / export.WARMUP_FILE)))
     assert len(requests) == 3  # serving_default, stylize_bytes, stylize_blend, each with a style.
+
+
+# ---------------------------------------------------------------- WebP headers, unreadable sizes, version names
+
+
+def webp_files(height, width):
+    """The three WebP layouts Pillow writes: lossy (VP8), lossless (VP8L), extended (VP8X, with EXIF)."""
+    array = pixels((height, width, 3))
+    files = {}
+    for kind, options in (("VP8 ", {"lossless": False}), ("VP8L", {"lossless": True}),
+                          ("VP8X", {"lossless": True, "exif": b"Exif\0\0II*\0\x08\0\0\0\0\0"})):
+        data = _webp(array, **options)
+        assert data[12:16] == kind.encode()
+        files[kind] = data
+    return files
+
+
+def _webp(array, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="WEBP", **options)
+    return buffer.getvalue()
+
+
+def test_webp_size_is_read_from_every_header_layout():
+    for kind, data in webp_files(23, 37).items():
+        height, width = export.encoded_image_size(tf.constant(data))
+        assert (int(height), int(width)) == (23, 37), kind
+
+
+def test_webp_larger_than_the_limit_is_refused_from_its_header(exported):
+    _, loaded = exported
+    files = loaded.signatures["stylize_bytes"]
+    for kind, data in webp_files(MAX + 36, 8).items():
+        rejects(files, "larger than 64 pixels .* according to its header", image_bytes=tf.constant([data]))
+    # A 34-byte lossless file whose header claims 16000 x 16000 pixels.
+    tiny = _webp(np.zeros((4, 4, 3), np.uint8), lossless=True)
+    bits = (16000 - 1) | (16000 - 1) << 14 | (int.from_bytes(tiny[21:25], "little") & ~((1 << 28) - 1))
+    forged = tiny[:21] + bits.to_bytes(4, "little") + tiny[25:]
+    assert [int(v) for v in export.encoded_image_size(tf.constant(forged))] == [16000, 16000]
+    rejects(files, "according to its header", image_bytes=tf.constant([forged]))
+    ok = webp_files(12, 10)["VP8L"]
+    assert decode(files(image_bytes=tf.constant([ok]))["stylized_image_bytes"][0].numpy()).shape == (12, 10, 3)
+
+
+def test_formats_whose_size_the_header_does_not_give_are_refused_undecoded(exported):
+    _, loaded = exported
+    files = loaded.signatures["stylize_bytes"]
+    for data in (encode(np.zeros((8, 8, 3), np.uint8), "TIFF"), b"RIFF\0\0\0\0WEBPVP8 junk", b"\x89PNG\r\n\x1a\n"):
+        rejects(files, "send a JPEG, PNG, GIF, BMP or WebP file", image_bytes=tf.constant([data]))
+
+
+def test_version_folders_are_ascii_digits_only(net, tmp_path, capsys):
+    base = tmp_path / "saved_models" / "starry"
+    for name in ("1", "\u00b2", "\u0663", "2x"):
+        (base / name).mkdir(parents=True)
+    assert export.list_versions(base) == [1] and export.next_version(base) == 2
+    keras_file = tmp_path / "starry.keras"
+    net.save(keras_file)
+    assert load_script().export_main([str(keras_file), "--saved-models", str(tmp_path / "saved_models"),
+                                      "--warmup-size", "0"]) == 0
+    assert "Exported starry version 2" in capsys.readouterr().out
+
+
+def test_a_file_named_like_the_next_version_is_left_alone(net, tmp_path, capsys):
+    base = tmp_path / "saved_models" / "starry"
+    base.mkdir(parents=True)
+    (base / "1").write_bytes(b"a user's file that is not a version")
+    keras_file = tmp_path / "starry.keras"
+    net.save(keras_file)
+    assert load_script().export_main([str(keras_file), "--saved-models", str(tmp_path / "saved_models"),
+                                      "--warmup-size", "0"]) == 0
+    assert "Exported starry version 2" in capsys.readouterr().out
+    assert (base / "1").read_bytes() == b"a user's file that is not a version"

@@ -4,10 +4,13 @@ The loss network is SqueezeNet with seeded random weights (``weights=None``) and
 images are 32-48 px, so every test runs in seconds on a CPU.
 """
 
+import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -406,3 +409,73 @@ def dataclasses_asdict(config):  # noqa: D103
     import dataclasses
 
     return dataclasses.asdict(config)
+
+
+# ---------------------------------------------------------------- inputs spared, backups tied to their run
+
+
+def test_output_onto_the_init_model_is_refused(folder, style_file, tmp_path, capsys):
+    init = tmp_path / "init.keras"
+    _small_network().save(init)
+    before = init.read_bytes()
+    status = train_main(["--style", str(style_file), "--data", str(folder), "--output", str(init),
+                         "--init-model", str(init), "--steps", "1", "--save-every", "1", "--image-size", "32",
+                         "--loss-network", NETWORK, "--loss-weights-file", "none"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "overwrite an input" in err and "\n" not in err
+    assert init.read_bytes() == before
+
+
+def _small_network():
+    network = TransformerNet(**SMALL)
+    network.build((None, None, None, 3))
+    return network
+
+
+def test_backup_of_another_run_is_refused_with_the_differing_settings(folder, style_file, tmp_path):
+    backup = tmp_path / "backup"
+    config = _config(folder, style_file, tmp_path, steps=4, save_every=1, backup_dir=str(backup))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[_KillAt(2)], verbose=0)
+    assert (backup / "training_metadata.json").is_file()
+    other_style = tmp_path / "other_style.png"
+    keras.utils.save_img(other_style, _style(seed=9)[0], scale=False)
+    for change, named in (({"learning_rate": 0.01}, "learning_rate=0.001 in the backup, 0.01 now"),
+                          ({"steps": 8}, "steps=4 in the backup, 8 now"),
+                          ({"style": str(other_style)}, "style=")):
+        with pytest.raises(ConfigError, match="start afresh") as error:
+            train(dataclasses.replace(config, **change), verbose=0)
+        assert named in str(error.value)
+    assert (backup / "training_metadata.json").is_file()  # The backup is left for the run it belongs to.
+
+
+def test_a_folder_that_is_not_a_backup_is_never_used_nor_deleted(folder, style_file, tmp_path):
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="holds no run settings"):
+        train(_config(folder, style_file, tmp_path, backup_dir=str(documents)), verbose=0)
+    with pytest.raises(ConfigError, match="deleted when the run completes"):
+        train(_config(folder, style_file, tmp_path, backup_dir=str(tmp_path)), verbose=0)  # Holds the photos.
+    assert (documents / "notes.txt").read_text() == "keep me" and folder.is_dir()
+
+
+def test_sigterm_keeps_the_backup_and_the_rerun_resumes(folder, style_file, tmp_path):
+    backup = tmp_path / "backup"
+    argv = ["--style", str(style_file), "--data", str(folder), "--output", str(tmp_path / "net.keras"),
+            "--steps", "100000", "--save-every", "1", "--batch-size", "2", "--image-size", "32",
+            "--style-size", "48", "--loss-network", NETWORK, "--loss-weights-file", "none", "--backup-dir", str(backup)]
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nst_tf.cli import train_main; "
+            f"sys.exit(train_main({argv!r}))")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    metadata = backup / "training_metadata.json"
+    try:
+        while not metadata.is_file() and process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert json.loads(metadata.read_text())["epoch"] >= 1  # The rerun starts after the backed-up steps.

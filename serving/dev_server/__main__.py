@@ -1,0 +1,7 @@
+"""``python -m serving.dev_server``."""
+
+import sys
+
+from serving.dev_server import main
+
+sys.exit(main())
