@@ -63,7 +63,7 @@ _EXPORTS = {
     "stylize_tiled": "nst_tf.transformer",
 }
 
-__all__ = sorted(_EXPORTS, key=lambda name: (name.lower(), name))
+__all__ = sorted(_EXPORTS)
 
 # Modules whose import registers nst_tf objects with keras.saving.
 _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst_tf.losses")

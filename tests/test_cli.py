@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, write_image  # noqa: I001
+from helpers import ROOT, mask_and_scales_args, write_image  # noqa: I001
+from nst_tf.config import StyleConfig
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
 from nst_tf import images, losses, optimize
@@ -385,3 +386,27 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal(tiny_network, photo, tm
     verbose = subprocess.run(base + ["--output", str(tmp_path / "v.png"), "--verbose"], capture_output=True,
                              text=True, env=env)
     assert verbose.returncode == 0 and all(word in verbose.stderr for word in shown), (shown, verbose.stderr)
+
+
+# --- presets, spatial control and coarse-to-fine through the command line ---
+
+
+def test_explicit_flags_override_preset():
+    parser = cli.build_parser("stylize")
+    args = parser.parse_args(["--content", "c", "--style", "s", "--output", "o.png", "--preset", "neural-style",
+                              "--iterations", "7", "--backbone", "vgg16"])
+    config = cli._config_from_args(StyleConfig, args, args.preset)
+    assert (config.iterations, config.backbone, config.optimizer, config.content_weight) == (7, "vgg16", "lbfgs", 5.0)
+
+
+def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
+    args, out, style_b = mask_and_scales_args(tmp_path)
+    args += ["--save-every", "1"]
+    assert cli.stylize_main(args) == 0, capsys.readouterr().err
+    assert Image.open(out).size == (32, 24)
+    assert Image.open(tmp_path / "o_00001.png").size == (32, 24)
+    bad = args[:]
+    bad[bad.index("16,32")] = "32,16"
+    assert cli.stylize_main(bad) == 2 and "strictly increasing" in capsys.readouterr().err
+    bad = [a for a in args if a != str(style_b)]  # One style for a two-region mask.
+    assert cli.stylize_main(bad) == 2 and "mask has 2 regions" in capsys.readouterr().err

@@ -46,13 +46,6 @@ def test_random_weights_are_seeded():
     np.testing.assert_array_equal(a["block2_conv1"].numpy(), b["block2_conv1"].numpy())
 
 
-def test_preprocessing_inside_is_caffe_bgr_mean():
-    x = np.zeros([1, 2, 2, 3], np.float32)
-    x[..., 0] = 200.0  # Red.
-    out = backbones.preprocess_caffe(x).numpy()
-    np.testing.assert_allclose(out[0, 0, 0], [-103.939, -116.779, 200.0 - 123.68], rtol=1e-6)
-
-
 def test_average_pooling_option_replaces_max_pooling():
     extractor = FeatureExtractor(["block3_conv1"], weights=None, pooling="avg")
     kinds = {type(layer).__name__ for layer in extractor.network.layers}

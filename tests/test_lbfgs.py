@@ -10,7 +10,7 @@ from nst_tf import cli, lbfgs, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.errors import ConfigError, OptimizationError
 
-from test_controls import CONTENT, STYLE, TINY, mask_and_scales_args
+from helpers import CTRL_CONTENT as CONTENT, CTRL_STYLE as STYLE, CTRL_TINY as TINY, mask_and_scales_args
 
 
 def _quadratic(n=40, seed=0):
