@@ -256,7 +256,7 @@ def add_stylize_arguments(parser):
     arg("--adam-epsilon", "Adam epsilon, pixel units", type=float)
     arg("--lbfgs-memory", "L-BFGS correction pairs kept", type=int)
     arg("--lbfgs-solver", "scipy (L-BFGS-B, float64 on the host) or tf (projected L-BFGS, one compiled graph "
-        "per iteration, float32; about half the time per iteration where the network is cheap)",
+        "per iteration, float32; faster where the network is cheap)",
         choices=LBFGS_SOLVERS)
     arg("--init", f"{', '.join(INIT_MODES)}, or an image path")
     arg("--seed", "random seed; CPU runs repeat exactly", type=int)

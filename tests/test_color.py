@@ -5,6 +5,14 @@ from helpers import CTRL_CONTENT, CTRL_STYLE
 from nst_tf import color
 
 
+def test_yiq_is_the_ntsc_transform():
+    # Y is the Rec. 601 luma; pure red and blue have I and Q of these signs and sizes (FCC 1953).
+    yiq = color.rgb_to_yiq(np.array([[255.0, 0, 0], [0, 0, 255.0], [128.0, 128.0, 128.0]]))
+    np.testing.assert_allclose(yiq[:, 0], [0.299 * 255, 0.114 * 255, 128.0], rtol=1e-6)
+    np.testing.assert_allclose(yiq[0, 1:], [0.59590059 * 255, 0.21153661 * 255], rtol=1e-6)
+    np.testing.assert_allclose(yiq[2, 1:], [0.0, 0.0], atol=1e-4)  # Grey has no chroma.
+
+
 def test_yiq_round_trip_is_exact():
     rgb = np.random.default_rng(0).uniform(0, 255, (1, 5, 7, 3)).astype("float32")
     np.testing.assert_allclose(color.yiq_to_rgb(color.rgb_to_yiq(rgb)), rgb, atol=1e-3)
