@@ -27,6 +27,7 @@ def run_cli(args, capsys):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_stylize_writes_output_and_intermediates(photo, painting, tmp_path, capsys):
     out = tmp_path / "out" / "result.png"
     code, stdout, _ = run_cli(["--content", str(photo), "--style", str(painting), "--output", str(out),
@@ -119,6 +120,7 @@ def test_diverged_run_keeps_last_finite_image(photo, painting, tmp_path, capsys)
     np.testing.assert_allclose(images.load_image(out), images.load_image(photo, max_size=32), atol=1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
     out = tmp_path / "o.png"
     args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
@@ -135,6 +137,7 @@ def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
     assert images.load_image(out).shape == (1, 26, 32, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.pretrained
 def test_real_stylization_moves_gram_statistics_toward_the_style(asset, squeezenet_weights, tmp_path):
     content_path = asset("images/content/tubingen.jpg")
@@ -180,6 +183,7 @@ def tiny_network(tmp_path_factory):
     return net, path
 
 
+@pytest.mark.slow
 def test_model_on_one_photo_matches_the_network(tiny_network, photo, tmp_path, capsys):
     net, path = tiny_network
     out = tmp_path / "fast.png"
@@ -188,6 +192,7 @@ def test_model_on_one_photo_matches_the_network(tiny_network, photo, tmp_path, c
     np.testing.assert_allclose(images.load_image(out), np.round(np.clip(expected, 0, 255)), atol=1)
 
 
+@pytest.mark.slow
 def test_model_on_a_folder_batches_by_size_into_an_output_folder(tiny_network, tmp_path, capsys):
     _, path = tiny_network
     folder = tmp_path / "photos"
@@ -200,6 +205,7 @@ def test_model_on_a_folder_batches_by_size_into_an_output_folder(tiny_network, t
     assert Image.open(out / "c.png").size == (9, 13)  # Odd sizes come back exactly.
 
 
+@pytest.mark.slow
 def test_model_tiled_with_original_colors(tiny_network, tmp_path, capsys):
     _, path = tiny_network
     big = write_image(tmp_path / "big.png", (70, 50), pattern="photo")
@@ -209,6 +215,7 @@ def test_model_tiled_with_original_colors(tiny_network, tmp_path, capsys):
     assert Image.open(out).size == (70, 50)
 
 
+@pytest.mark.slow
 def test_model_from_a_savedmodel_folder(tiny_network, photo, tmp_path, capsys):
     from nst_tf import export
 
@@ -223,6 +230,7 @@ def test_model_from_a_savedmodel_folder(tiny_network, photo, tmp_path, capsys):
     assert code == 2 and "--precision needs the .keras file" in err and not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_model_in_bfloat16(tiny_network, photo, tmp_path, capsys):
     from nst_tf.inference import inference_graph
 
@@ -399,6 +407,7 @@ def test_explicit_flags_override_preset():
     assert (config.iterations, config.backbone, config.optimizer, config.content_weight) == (7, "vgg16", "lbfgs", 5.0)
 
 
+@pytest.mark.slow
 def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
     args, out, style_b = mask_and_scales_args(tmp_path)
     args += ["--save-every", "1"]
