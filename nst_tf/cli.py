@@ -69,18 +69,17 @@ def import_tensorflow(verbose=False):
 
         return tf
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side INFO and WARNING lines, after absl starts.
+    failure = None
     with _stderr_captured() as captured:
         try:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # Device discovery prints the cuInit line; do it here.
-        except BaseException:
-            printed = captured()
-        else:
-            printed = None
-    if printed is not None:
+        except BaseException as error:  # noqa: BLE001 - re-raised below, once stderr is back.
+            failure, printed = error, captured()
+    if failure is not None:
         sys.stderr.write(printed)
-        raise
+        raise failure
     return tf
 
 

@@ -419,3 +419,31 @@ def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
     assert cli.stylize_main(bad) == 2 and "strictly increasing" in capsys.readouterr().err
     bad = [a for a in args if a != str(style_b)]  # One style for a two-region mask.
     assert cli.stylize_main(bad) == 2 and "mask has 2 regions" in capsys.readouterr().err
+
+
+FAKE_TENSORFLOW = """
+import os, types
+os.write(2, b"native start-up line\\n")  # As TensorFlow's C++ libraries print, below Python's sys.stderr.
+if os.environ.get("FAKE_TF_FAILS"):
+    raise ImportError("broken install")
+config = types.SimpleNamespace(list_physical_devices=lambda: os.write(2, b"failed call to cuInit\\n") and [])
+"""
+
+
+@pytest.mark.parametrize("case", ["quiet", "verbose", "user level", "failed import"])
+def test_import_tensorflow_hides_native_lines_unless_asked(tmp_path, case):
+    (tmp_path / "tensorflow.py").write_text(FAKE_TENSORFLOW)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    if case == "user level":
+        env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    if case == "failed import":
+        env["FAKE_TF_FAILS"] = "1"
+    code = f"from nst_tf import cli; cli.import_tensorflow(verbose={case == 'verbose'}); print('imported')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if case == "quiet":
+        assert run.returncode == 0 and run.stdout == "imported\n" and run.stderr == "", run.stderr
+    elif case == "failed import":  # What the import printed is shown, then the error.
+        assert run.returncode == 1 and "native start-up line" in run.stderr and "broken install" in run.stderr
+    else:
+        assert run.returncode == 0 and run.stderr.startswith("native start-up line"), run.stderr
