@@ -81,3 +81,27 @@ def test_keras_loads_a_shipped_network_after_import_nst_tf():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0 and run.stdout.split()[-1] == "TransformerNet", run.stderr
+
+
+def test_every_public_name_resolves_from_its_module():
+    import nst_tf
+
+    assert nst_tf.__all__ == sorted(nst_tf.__all__)
+    assert {"export_model", "load_stylizer", "stylize", "TransformerNet"} <= set(nst_tf.__all__)
+    for name in nst_tf.__all__:
+        value = getattr(nst_tf, name)
+        assert getattr(value, "__name__", name) == name or name.isupper(), name
+    assert nst_tf.data.__name__ == "nst_tf.data"  # Submodules are reachable as attributes too.
+    with pytest.raises(AttributeError, match="no attribute 'stylise'"):
+        nst_tf.stylise  # noqa: B018
+
+
+def test_the_version_has_one_source():
+    import configparser
+
+    import nst_tf
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert setup["metadata"]["version"] == "attr: nst_tf.__version__"
+    assert nst_tf.__version__.count(".") == 2
