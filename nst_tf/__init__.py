@@ -65,7 +65,7 @@ _EXPORTS = {
     "with_added_style": "nst_tf.transformer",
 }
 
-__all__ = sorted(_EXPORTS, key=lambda name: (name.lower(), name))
+__all__ = sorted(_EXPORTS)
 
 # Modules whose import registers nst_tf objects with keras.saving.
 _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst_tf.losses")

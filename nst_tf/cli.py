@@ -69,18 +69,17 @@ def import_tensorflow(verbose=False):
 
         return tf
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side INFO and WARNING lines, after absl starts.
+    failure = None
     with _stderr_captured() as captured:
         try:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # Device discovery prints the cuInit line; do it here.
-        except BaseException:
-            printed = captured()
-        else:
-            printed = None
-    if printed is not None:
+        except BaseException as error:  # noqa: BLE001 - re-raised below, once stderr is back.
+            failure, printed = error, captured()
+    if failure is not None:
         sys.stderr.write(printed)
-        raise
+        raise failure
     return tf
 
 
@@ -169,6 +168,7 @@ def _names(text):
 
 
 def _weights(text):
+    """A weights flag: 'none' (random weights) becomes None; anything else is kept."""
     return None if text.lower() == "none" else text
 
 
@@ -262,7 +262,7 @@ def add_stylize_arguments(parser):
     arg("--adam-epsilon", "Adam epsilon, pixel units", type=float)
     arg("--lbfgs-memory", "L-BFGS correction pairs kept", type=int)
     arg("--lbfgs-solver", "scipy (L-BFGS-B, float64 on the host) or tf (projected L-BFGS, one compiled graph "
-        "per iteration, float32; about half the time per iteration where the network is cheap)",
+        "per iteration, float32; faster where the network is cheap)",
         choices=LBFGS_SOLVERS)
     arg("--init", f"{', '.join(INIT_MODES)}, or an image path")
     arg("--seed", "random seed; CPU runs repeat exactly", type=int)
@@ -270,6 +270,16 @@ def add_stylize_arguments(parser):
     arg("--color-match", "recolour the style with the content's colours before optimizing",
         choices=COLOR_MATCH_MODES)
     _add_verbose(parser)
+
+
+def _check_minimums(args, **minimums):
+    """Raises ConfigError for the first integer flag below its minimum (``save_every=0``: >= 0)."""
+    from nst_tf.errors import ConfigError
+
+    for flag, minimum in minimums.items():
+        if getattr(args, flag) < minimum:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {minimum}. "
+                              f"Received: {flag}={getattr(args, flag)}")
 
 
 def _config_from_args(config_class, args, preset=None):
@@ -305,9 +315,7 @@ def check_stylize_args(args):
         raise ConfigError(f"--content is a directory; optimization stylizes one image file. To stylize every "
                           f"photo in a folder, give a trained network with --model. Received: content='{args.content}'")
     config = _config_from_args(StyleConfig, args, args.preset)
-    for flag in ("save_every", "print_every"):
-        if getattr(args, flag) < 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0. Received: {flag}={getattr(args, flag)}")
+    _check_minimums(args, save_every=0, print_every=0)
     output = images.check_output_path(args.output)
     intermediates = files.existing_numbered_outputs(output, args.save_every, sum(n for _, n in config.scale_plan()))
     files.check_outputs_spare_inputs([output, *intermediates], [args.content, *args.style, args.mask, config.init])
@@ -396,10 +404,7 @@ def run_fast_stylize(args):
     if not os.path.exists(args.model):
         raise ConfigError(f"Model not found: give a .keras file or a SavedModel version folder. "
                           f"Received: model='{args.model}'")
-    for flag, minimum in (("tile", 0), ("overlap", 0), ("batch_size", 1)):
-        if getattr(args, flag) < minimum:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {minimum}. "
-                              f"Received: {flag}={getattr(args, flag)}")
+    _check_minimums(args, tile=0, overlap=0, batch_size=1)
     if args.tile and args.tile < 2 * args.overlap:
         raise ConfigError(f"--tile must be at least twice --overlap. Received: tile={args.tile}, "
                           f"overlap={args.overlap}")
@@ -677,10 +682,6 @@ def run_export(args):
 # --- train ---
 
 
-def _optional_weights(text):
-    return None if text.lower() == "none" else text
-
-
 # nst_tf.training.TrainConfig's defaults, restated so that --help needs no TensorFlow
 # (tests/test_cli.py keeps them equal); flags left out take TrainConfig's own default.
 _TRAIN_DEFAULTS = {"batch_size": 4, "image_size": 256, "style_size": 512, "learning_rate": 1e-3,
@@ -725,7 +726,7 @@ def add_train_arguments(parser):
     arg("--tv-weight", "total variation weight (loss network default)", type=float)
     arg("--loss-network", "frozen loss network", choices=tuple(TRAIN_LAYERS))
     arg("--loss-weights-file", "'imagenet' (Keras cache), a weights file, or 'none' (random; tests only)",
-        type=_optional_weights)
+        type=_weights)
     arg("--seed", "random seed", type=int)
     arg("--strategy", "tf.distribute strategy", choices=STRATEGIES)
     arg("--save-every", "steps between backups, checkpoints and logs", type=int)

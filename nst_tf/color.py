@@ -7,23 +7,28 @@ output takes its luminance (Y of YIQ) from the stylized image and its chroma
 """
 
 import numpy as np
-
-# NTSC YIQ (FCC 1953 coefficients, as tf.image.rgb_to_yiq uses).
-_RGB_TO_YIQ = np.array(
-    [[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392], [0.21153661, -0.52273617, 0.31119955]],
-    dtype=np.float64,
-)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+import skimage.color
 
 
 def rgb_to_yiq(image):
-    """RGB to YIQ. ``image``: float array ``[..., 3]``; returns float32 of the same shape and units."""
-    return (np.asarray(image, np.float64) @ _RGB_TO_YIQ.T).astype(np.float32)
+    """RGB to NTSC YIQ (scikit-image's ``rgb2yiq``, FCC 1953 coefficients).
+
+    The transform is linear, so it works in the library's [0, 255] units: Y in [0, 255],
+    I in about [-152, 152], Q in about [-133, 133]. (``tf.image.rgb_to_yiq`` rounds the
+    coefficients differently, by up to 9e-3, so the two disagree slightly.)
+
+    Args:
+        image: float array ``[..., 3]``, RGB.
+
+    Returns:
+        float32 array of the same shape and units.
+    """
+    return skimage.color.rgb2yiq(np.asarray(image, np.float64)).astype(np.float32)
 
 
 def yiq_to_rgb(image):
-    """YIQ to RGB, the exact inverse of :func:`rgb_to_yiq` (up to float32 rounding)."""
-    return (np.asarray(image, np.float64) @ _YIQ_TO_RGB.T).astype(np.float32)
+    """YIQ to RGB, the inverse of :func:`rgb_to_yiq` (up to float32 rounding); float32, same shape."""
+    return skimage.color.yiq2rgb(np.asarray(image, np.float64)).astype(np.float32)
 
 
 def transfer_luminance(stylized, content):

@@ -83,8 +83,8 @@ class StyleConfig:
         lbfgs_solver: ``scipy`` (SciPy's L-BFGS-B, Byrd et al. 1995: float64 on the host) or
             ``tf`` (:class:`nst_tf.lbfgs.ProjectedLBFGS`: projected L-BFGS with a weak Wolfe
             line search, float32, each iteration one compiled graph reused across ``scales``;
-            about half the time per iteration at 512 px with SqueezeNet, where SciPy's
-            host-side work rivals the network's).
+            faster where the network is cheap and SciPy's host-side work rivals it:
+            BENCHMARKS.md, time-to-quality).
         adam_beta_1, adam_beta_2, adam_epsilon: Adam's moments and epsilon (pixel units).
         scales: increasing longest sides, pixels, for coarse-to-fine (Gatys et al. 2017
             sec. 6); the last one is the output size and overrides ``image_size``.

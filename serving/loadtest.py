@@ -192,19 +192,6 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
     return report
 
 
-def to_suite_result(report, command=""):
-    """A report as an ``nst_tf.benchmark.SuiteResult`` (suite ``serving``) for ``scripts/benchmark.py``."""
-    from nst_tf import benchmark
-
-    columns = [("concurrency", "concurrency", "{}"), ("throughput_rps", "requests/s", "{:.2f}"),
-               ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"), ("errors", "errors", "{}")]
-    table = benchmark.Table(f"gRPC Predict through the development server, {report['image_size']} px, "
-                            f"{report['requests']} requests per level", columns, report["runs"])
-    notes = [line.strip() for line in format_report(report).splitlines()[1:] if "concurrency" not in line]
-    settings = {k: report.get(k) for k in ("model", "version", "image_size", "requests")}
-    return benchmark.SuiteResult("serving", benchmark.machine_info(), settings, {"serving": table}, notes, command)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model name, e.g. starry_night")

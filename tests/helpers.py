@@ -14,6 +14,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASSETS = pathlib.Path(os.environ.get("NST_TF_ASSETS") or ROOT.parent / "shared" / "assets")
 SQUEEZENET_WEIGHTS = ASSETS / "weights" / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
+# A tiny optimization problem: a smooth 24x32 "photo", two 28x28 styles (noise, flat green) and
+# a VGG16 with random weights truncated at block2 (seconds on a CPU).
+_Y, _X = np.mgrid[0:24, 0:32]
+CTRL_CONTENT = np.stack([_X * 6.0 + 40, _Y * 7.0 + 30, np.full_like(_X, 110.0)], -1)[None].astype("float32")
+CTRL_STYLE = np.random.default_rng(5).uniform(0, 255, (1, 28, 28, 3)).astype("float32")
+CTRL_STYLE_B = np.full((1, 28, 28, 3), (30.0, 200.0, 60.0), np.float32)
+CTRL_TINY = dict(backbone="vgg16", weights=None, content_layers=("block2_conv1",),
+                 style_layers=("block1_conv1", "block2_conv1"), style_weight=1.0, tv_weight=1e-2, image_size=32)
+
 
 def write_image(path, size=(40, 32), seed=0, pattern="noise"):
     """Writes a small RGB image (width, height) and returns its path."""
@@ -50,3 +59,27 @@ def random_transformer(seed=0, random_biases=True, **kwargs):
         elif weight.path.endswith("gamma"):
             weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
     return model
+
+
+def write_mask(path, left=0, right=255, size=(32, 24)):
+    """A two-region mask image (left half `left`, right half `right` grey), size (width, height)."""
+    mask = np.full(size[::-1], left, np.uint8)
+    mask[:, size[0] // 2:] = right
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def mask_and_scales_args(tmp_path):
+    """Flags of a tiny two-region, two-scale L-BFGS run on files written to `tmp_path`; returns
+    ``(args, output path, second style path)``."""
+    content = tmp_path / "c.png"
+    Image.fromarray(CTRL_CONTENT[0].astype(np.uint8)).save(content)
+    style_a, style_b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(CTRL_STYLE[0].astype(np.uint8)).save(style_a)
+    Image.fromarray(CTRL_STYLE_B[0].astype(np.uint8)).save(style_b)
+    out = tmp_path / "o.png"
+    args = ["--content", str(content), "--style", str(style_a), str(style_b), "--output", str(out),
+            "--mask", str(write_mask(tmp_path / "m.png")), "--backbone", "vgg16", "--weights", "none",
+            "--content-layers", "block2_conv1", "--style-layers", "block1_conv1", "--scales", "16,32",
+            "--iterations", "2", "--optimizer", "lbfgs", "--no-progress"]
+    return args, out, style_b

@@ -15,6 +15,7 @@ def assets(squeezenet_weights, asset):
     return ASSETS
 
 
+@pytest.mark.slow
 def test_time_to_quality_reports_each_solver_against_the_adam_target(assets):
     result = benchmark_controls.time_to_quality(
         assets, "squeezenet1_1", size=64, baseline_iterations=20,
@@ -27,6 +28,7 @@ def test_time_to_quality_reports_each_solver_against_the_adam_target(assets):
     assert "| lbfgs |" in result.to_markdown()
 
 
+@pytest.mark.slow
 def test_time_to_quality_runs_the_graph_solver_with_a_precision_schedule(assets):
     result = benchmark_controls.time_to_quality(
         assets, "squeezenet1_1", size=64, baseline_iterations=20, budget_factor=20.0,
@@ -52,6 +54,7 @@ def test_default_candidates_are_valid_configs_ending_in_float32():
         "lbfgs tf (m=5), scales 64,128,256,512, 200 its per coarse scale, bfloat16 below 512 px"]["scale_precisions"]
 
 
+@pytest.mark.slow
 def test_precision_comparison_runs_both_precisions(assets):
     result = benchmark_controls.precision_comparison(assets, "squeezenet1_1", sizes=(64,), iterations=5,
                                                      loss_size=64, warmup=1, repeats=2)
@@ -62,6 +65,7 @@ def test_precision_comparison_runs_both_precisions(assets):
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.1)
 
 
+@pytest.mark.slow
 def test_peak_memory_grows_with_size_and_reports_the_library_estimate():
     result = benchmark_controls.peak_memory(sizes=(32, 128), backbone="squeezenet1_1", extra=())
     small, large = result.tables["memory"].rows

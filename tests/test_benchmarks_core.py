@@ -78,6 +78,7 @@ def test_gram_flops():
     assert core.gram_flops((1, 4, 5, 3)) == 2 * 4 * 5 * 3 * 3
 
 
+@pytest.mark.slow
 def test_step_flops_of_vgg19_follows_the_architecture():
     extractor = FeatureExtractor(["block4_conv2", "block1_conv1", "block5_conv1"], "vgg19", None)
     size = 32

@@ -94,6 +94,7 @@ def test_training_step_flops_follow_the_convention():
 # ---------------------------------------------------------------- variants
 
 
+@pytest.mark.slow
 def test_every_variant_computes_what_the_model_computes():
     model = random_transformer(**SMALL)
     image = tf.constant(benchmark_fast._photo_like((1, 30, 42, 3)))
@@ -109,6 +110,7 @@ def test_every_variant_computes_what_the_model_computes():
 # ---------------------------------------------------------------- suites, tiny
 
 
+@pytest.mark.slow
 def test_inference_suite_runs_end_to_end(small_model_path):
     result = benchmark_fast.run_inference_suite(
         small_model_path, sizes=(16, 24), warmup=1, repeats=1, breakdown_size=16,
@@ -160,6 +162,7 @@ def _executed_count(size, filters=(32, 64, 128), blocks=1):
     return sum(convs)
 
 
+@pytest.mark.slow
 def test_executed_flops_of_the_library_graph():
     model = random_transformer(random_biases=False)
     counts = benchmark_fast.executed_conv_flops(model, (1, 512, 512, 3))
@@ -183,6 +186,7 @@ def test_inference_suite_rejects_unknown_variants():
         benchmark_fast.run_inference_suite(None, variants=("nope",))
 
 
+@pytest.mark.slow
 def test_memory_suite_runs_fresh_processes(small_model_path):
     result = benchmark_fast.run_memory_suite(small_model_path, image_size=64, tiles=(32,), overlap=4,
                                              untiled_sizes=(32,))
@@ -194,6 +198,7 @@ def test_memory_suite_runs_fresh_processes(small_model_path):
     assert tiled["goal"] == "met" and untiled["goal"] is None
 
 
+@pytest.mark.slow
 def test_training_suite_runs_both_precisions():
     result = benchmark_fast.run_training_suite(("squeezenet1_1",), size=32, batch_size=2, warmup=1, repeats=2,
                                                squeezenet_weights=None, peak_shapes=TINY_PEAK,
@@ -253,6 +258,7 @@ def test_quality_objective_is_the_training_objective(quality_assets):
         assert ours[key] == pytest.approx(trainers[key], rel=1e-4), key
 
 
+@pytest.mark.slow
 def test_quality_suite_runs_end_to_end(quality_assets):
     result = benchmark_fast.run_quality_suite(
         [quality_assets / "models" / "starry.keras", quality_assets / "models" / "missing.keras"],
@@ -270,6 +276,7 @@ def test_quality_suite_runs_end_to_end(quality_assets):
     assert "starry.png at 48 px" in result.to_markdown()
 
 
+@pytest.mark.slow
 def test_script_runs_the_fast_inference_suite_without_the_peak(small_model_path, tmp_path):
     spec = importlib.util.spec_from_file_location(
         "benchmark_script", pathlib.Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py")

@@ -37,6 +37,7 @@ def test_gram_variants_match_the_library(name):
 # ---------------------------------------------------------------- suites end to end
 
 
+@pytest.mark.slow
 def test_optimize_suite_runs_end_to_end_at_a_tiny_size():
     result = bench_optimize.run_optimize_suite(sizes=[32], backbones=["squeezenet1_1"], warmup=1, repeats=2,
                                           peak_shapes=((8, 8, 4, 4),))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, write_image  # noqa: I001
+from helpers import ROOT, mask_and_scales_args, write_image  # noqa: I001
+from nst_tf.config import StyleConfig
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
 from nst_tf import images, losses, optimize
@@ -26,6 +27,7 @@ def run_cli(args, capsys):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_stylize_writes_output_and_intermediates(photo, painting, tmp_path, capsys):
     out = tmp_path / "out" / "result.png"
     code, stdout, _ = run_cli(["--content", str(photo), "--style", str(painting), "--output", str(out),
@@ -118,6 +120,7 @@ def test_diverged_run_keeps_last_finite_image(photo, painting, tmp_path, capsys)
     np.testing.assert_allclose(images.load_image(out), images.load_image(photo, max_size=32), atol=1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
     out = tmp_path / "o.png"
     args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
@@ -134,6 +137,7 @@ def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
     assert images.load_image(out).shape == (1, 26, 32, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.pretrained
 def test_real_stylization_moves_gram_statistics_toward_the_style(asset, squeezenet_weights, tmp_path):
     content_path = asset("images/content/tubingen.jpg")
@@ -179,6 +183,7 @@ def tiny_network(tmp_path_factory):
     return net, path
 
 
+@pytest.mark.slow
 def test_model_on_one_photo_matches_the_network(tiny_network, photo, tmp_path, capsys):
     net, path = tiny_network
     out = tmp_path / "fast.png"
@@ -187,6 +192,7 @@ def test_model_on_one_photo_matches_the_network(tiny_network, photo, tmp_path, c
     np.testing.assert_allclose(images.load_image(out), np.round(np.clip(expected, 0, 255)), atol=1)
 
 
+@pytest.mark.slow
 def test_model_on_a_folder_batches_by_size_into_an_output_folder(tiny_network, tmp_path, capsys):
     _, path = tiny_network
     folder = tmp_path / "photos"
@@ -199,6 +205,7 @@ def test_model_on_a_folder_batches_by_size_into_an_output_folder(tiny_network, t
     assert Image.open(out / "c.png").size == (9, 13)  # Odd sizes come back exactly.
 
 
+@pytest.mark.slow
 def test_model_tiled_with_original_colors(tiny_network, tmp_path, capsys):
     _, path = tiny_network
     big = write_image(tmp_path / "big.png", (70, 50), pattern="photo")
@@ -208,6 +215,7 @@ def test_model_tiled_with_original_colors(tiny_network, tmp_path, capsys):
     assert Image.open(out).size == (70, 50)
 
 
+@pytest.mark.slow
 def test_model_from_a_savedmodel_folder(tiny_network, photo, tmp_path, capsys):
     from nst_tf import export
 
@@ -222,6 +230,7 @@ def test_model_from_a_savedmodel_folder(tiny_network, photo, tmp_path, capsys):
     assert code == 2 and "--precision needs the .keras file" in err and not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_model_in_bfloat16(tiny_network, photo, tmp_path, capsys):
     from nst_tf.inference import inference_graph
 
@@ -508,3 +517,56 @@ def test_stylize_intermediate_saves_onto_an_input_are_refused(photo, tmp_path, c
             "--save-every", "2"] + FAST
     code, _, err = run_cli(args, capsys)
     _assert_refused_and_unchanged(code, err, before)
+
+
+# --- presets, spatial control and coarse-to-fine through the command line ---
+
+
+def test_explicit_flags_override_preset():
+    parser = cli.build_parser("stylize")
+    args = parser.parse_args(["--content", "c", "--style", "s", "--output", "o.png", "--preset", "neural-style",
+                              "--iterations", "7", "--backbone", "vgg16"])
+    config = cli._config_from_args(StyleConfig, args, args.preset)
+    assert (config.iterations, config.backbone, config.optimizer, config.content_weight) == (7, "vgg16", "lbfgs", 5.0)
+
+
+@pytest.mark.slow
+def test_cli_mask_and_scales_end_to_end(tmp_path, capsys):
+    args, out, style_b = mask_and_scales_args(tmp_path)
+    args += ["--save-every", "1"]
+    assert cli.stylize_main(args) == 0, capsys.readouterr().err
+    assert Image.open(out).size == (32, 24)
+    assert Image.open(tmp_path / "o_00001.png").size == (32, 24)
+    bad = args[:]
+    bad[bad.index("16,32")] = "32,16"
+    assert cli.stylize_main(bad) == 2 and "strictly increasing" in capsys.readouterr().err
+    bad = [a for a in args if a != str(style_b)]  # One style for a two-region mask.
+    assert cli.stylize_main(bad) == 2 and "mask has 2 regions" in capsys.readouterr().err
+
+
+FAKE_TENSORFLOW = """
+import os, types
+os.write(2, b"native start-up line\\n")  # As TensorFlow's C++ libraries print, below Python's sys.stderr.
+if os.environ.get("FAKE_TF_FAILS"):
+    raise ImportError("broken install")
+config = types.SimpleNamespace(list_physical_devices=lambda: os.write(2, b"failed call to cuInit\\n") and [])
+"""
+
+
+@pytest.mark.parametrize("case", ["quiet", "verbose", "user level", "failed import"])
+def test_import_tensorflow_hides_native_lines_unless_asked(tmp_path, case):
+    (tmp_path / "tensorflow.py").write_text(FAKE_TENSORFLOW)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    if case == "user level":
+        env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    if case == "failed import":
+        env["FAKE_TF_FAILS"] = "1"
+    code = f"from nst_tf import cli; cli.import_tensorflow(verbose={case == 'verbose'}); print('imported')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if case == "quiet":
+        assert run.returncode == 0 and run.stdout == "imported\n" and run.stderr == "", run.stderr
+    elif case == "failed import":  # What the import printed is shown, then the error.
+        assert run.returncode == 1 and "native start-up line" in run.stderr and "broken install" in run.stderr
+    else:
+        assert run.returncode == 0 and run.stderr.startswith("native start-up line"), run.stderr

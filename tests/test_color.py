@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
 
+from helpers import CTRL_CONTENT, CTRL_STYLE
 from nst_tf import color
+
+
+def test_yiq_is_the_ntsc_transform():
+    # Y is the Rec. 601 luma; pure red and blue have I and Q of these signs and sizes (FCC 1953).
+    yiq = color.rgb_to_yiq(np.array([[255.0, 0, 0], [0, 0, 255.0], [128.0, 128.0, 128.0]]))
+    np.testing.assert_allclose(yiq[:, 0], [0.299 * 255, 0.114 * 255, 128.0], rtol=1e-6)
+    np.testing.assert_allclose(yiq[0, 1:], [0.59590059 * 255, 0.21153661 * 255], rtol=1e-6)
+    np.testing.assert_allclose(yiq[2, 1:], [0.0, 0.0], atol=1e-4)  # Grey has no chroma.
 
 
 def test_yiq_round_trip_is_exact():
@@ -21,3 +30,17 @@ def test_transfer_luminance_takes_luma_from_stylized_and_chroma_from_content():
 def test_transfer_luminance_needs_same_shape():
     with pytest.raises(ValueError, match="same shape"):
         color.transfer_luminance(np.zeros((1, 2, 2, 3)), np.zeros((1, 3, 2, 3)))
+
+
+@pytest.mark.parametrize("method", ["covariance", "histogram"])
+def test_color_matching_gives_style_the_content_colours(method):
+    matched = color.match_color(CTRL_STYLE, CTRL_CONTENT, method)
+    assert matched.shape == CTRL_STYLE.shape
+    if method == "histogram":  # Per-channel quantiles follow the content's (up to sampling of 784 pixels).
+        for q in (10, 50, 90):
+            np.testing.assert_allclose(np.percentile(matched.reshape(-1, 3), q, axis=0),
+                                       np.percentile(CTRL_CONTENT.reshape(-1, 3), q, axis=0), atol=6)
+    else:
+        np.testing.assert_allclose(matched.reshape(-1, 3).mean(0), CTRL_CONTENT.reshape(-1, 3).mean(0), atol=0.5)
+        np.testing.assert_allclose(np.cov(matched.reshape(-1, 3).T), np.cov(CTRL_CONTENT.reshape(-1, 3).T),
+                                   rtol=0.05, atol=2.0)

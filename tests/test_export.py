@@ -58,6 +58,7 @@ def exported(net, tmp_path_factory):
     return result, tf.saved_model.load(str(result.path))
 
 
+@pytest.mark.slow
 def test_layout_versions_and_no_temporary_folders(net, tmp_path):
     base = tmp_path / "styles" / "tiny"
     first = export.export_model(net, base, max_image_size=MAX, warmup_size=0)
@@ -111,6 +112,7 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_savedmodel_runs_without_nst_tf_and_matches_keras(net, exported, tmp_path):
     result, _ = exported
     batch = pixels((2, 20, 24, 3))
@@ -219,6 +221,7 @@ def test_warmup_file_holds_one_predict_request_per_signature(exported):
     assert tf.make_ndarray(requests[0].inputs["images"]).shape == (1, 16, 16, 3)
 
 
+@pytest.mark.slow
 def test_jpeg_output_format(net, tmp_path):
     result = export.export_model(net, tmp_path / "jpeg_style", max_image_size=MAX, output_format="jpeg",
                                  jpeg_quality=80, warmup_size=0)
@@ -256,6 +259,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_export_script(net, tmp_path, capsys):
     keras_file = tmp_path / "starry.keras"
     net.save(keras_file)

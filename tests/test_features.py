@@ -29,6 +29,7 @@ def test_returns_exactly_requested_layers_and_stops_at_deepest(backbone):
     assert not set(spec.feature_layers[4:]) & set(built)
 
 
+@pytest.mark.slow
 def test_vgg19_feature_shapes_and_min_size():
     extractor = FeatureExtractor(["block1_conv1", "block3_conv1", "block5_conv1"], weights=None)
     out = extractor(image(64))
@@ -44,13 +45,6 @@ def test_random_weights_are_seeded():
     a = FeatureExtractor(["block2_conv1"], "vgg16", weights=None)(x)
     b = FeatureExtractor(["block2_conv1"], "vgg16", weights=None)(x)
     np.testing.assert_array_equal(a["block2_conv1"].numpy(), b["block2_conv1"].numpy())
-
-
-def test_preprocessing_inside_is_caffe_bgr_mean():
-    x = np.zeros([1, 2, 2, 3], np.float32)
-    x[..., 0] = 200.0  # Red.
-    out = backbones.preprocess_caffe(x).numpy()
-    np.testing.assert_allclose(out[0, 0, 0], [-103.939, -116.779, 200.0 - 123.68], rtol=1e-6)
 
 
 def test_average_pooling_option_replaces_max_pooling():
@@ -97,6 +91,7 @@ def test_squeezenet_imagenet_weights_load_and_are_real(squeezenet_weights):
     assert out["fire9"].shape[-1] == 512 and float(np.mean(out["fire9"])) > 0
 
 
+@pytest.mark.slow
 def test_imagenet_offline_uses_keras_cache_or_says_which_file(tmp_path, squeezenet_weights):
     # Runs in a subprocess because Keras reads KERAS_HOME once, at import.
     code = (

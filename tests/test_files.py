@@ -1,4 +1,4 @@
-"""Tests of nst_tf.files (outputs that spare inputs, backup folders tied to their run) and nst_tf.interrupts."""
+"""Tests of nst_tf.files (atomic writes, outputs that spare inputs, run-bound backups) and nst_tf.interrupts."""
 
 import dataclasses
 import json
@@ -138,3 +138,28 @@ def test_existing_numbered_outputs_lists_the_intermediates_a_run_would_replace(t
     found = files.existing_numbered_outputs(tmp_path / "out.png", every=10, total=30)
     assert sorted(p.name for p in found) == ["out_00010.png", "out_00020.png"]
     assert files.existing_numbered_outputs(tmp_path / "out.png", every=0, total=30) == []
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_the_new_file_replaces_the_old_one_only_at_the_end(tmp_path):
+    target = tmp_path / "sub" / "model.keras"
+    with files.atomic_path(target) as temp:
+        assert temp.parent == target.parent and temp.suffix == ".keras" and temp != target
+        temp.write_text("new")
+        assert not target.exists()  # Nothing appears until the block succeeds.
+    assert target.read_text() == "new"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_text("old")
+    for error in (RuntimeError("disk full"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with files.atomic_path(target) as temp:
+                temp.write_text("half")
+                raise error
+        assert target.read_text() == "old"
+        assert list(tmp_path.iterdir()) == [target]

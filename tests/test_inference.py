@@ -74,6 +74,7 @@ def test_a_batch_equals_its_images_one_by_one(graph):
         np.testing.assert_array_equal(whole[index:index + 1], graph(x[index:index + 1]))
 
 
+@pytest.mark.slow
 def test_traced_once_for_every_size_and_batch(net):
     graph = TransformerInference(net)
     for shape in [(1, 16, 16, 3), (2, 21, 13, 3), (1, 64, 40, 3), (1, 9, 4, 3)]:
@@ -128,6 +129,7 @@ def test_follows_weight_changes(net):
     np.testing.assert_allclose(after, model(x), atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_bfloat16_graph(net):
     x = _photo((1, 32, 32, 3), seed=7)
     graph = inference_graph(net, "bfloat16")
@@ -143,6 +145,7 @@ def test_bfloat16_graph(net):
     np.testing.assert_allclose(inference_graph(recast)(x), out, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
 def test_shipped_starry_night():
     model = load_transformer(SHIPPED)

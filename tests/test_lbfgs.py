@@ -10,7 +10,7 @@ from nst_tf import cli, lbfgs, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.errors import ConfigError, OptimizationError
 
-from test_controls import CONTENT, STYLE, TINY, mask_and_scales_args
+from helpers import CTRL_CONTENT as CONTENT, CTRL_STYLE as STYLE, CTRL_TINY as TINY, mask_and_scales_args
 
 
 def _quadratic(n=40, seed=0):
@@ -81,6 +81,7 @@ def test_bad_solver_settings():
         lbfgs.ProjectedLBFGS(lambda x: ({"total": tf.reduce_sum(x)}, tf.ones_like(x)), np.zeros(3), memory=0)
 
 
+@pytest.mark.slow
 def test_tf_solver_lowers_the_objective_per_iteration_as_well_as_scipy():
     runs = {solver: optimize.stylize(CONTENT, [STYLE], StyleConfig(iterations=15, optimizer="lbfgs", lbfgs_memory=5,
                                                                    lbfgs_solver=solver, **TINY), progress=False)
@@ -103,6 +104,7 @@ def test_tf_solver_non_finite_values_stop_with_clear_error():
     np.testing.assert_allclose(error.value.image, CONTENT)  # Nothing finite after the start image.
 
 
+@pytest.mark.slow
 def test_tf_solver_coarse_to_fine_traces_once_and_starts_each_scale_from_the_previous(monkeypatch):
     solvers = []
     original = lbfgs.ProjectedLBFGS
@@ -127,6 +129,7 @@ def test_tf_solver_coarse_to_fine_traces_once_and_starts_each_scale_from_the_pre
     assert result.history[7]["total"] < fresh.history[0]["total"]
 
 
+@pytest.mark.slow
 def test_precision_schedule_runs_bfloat16_at_coarse_scales_and_float32_at_the_last(monkeypatch):
     used = []
     original = optimize.build_objective
@@ -165,6 +168,7 @@ def test_config_rejects_bad_solver_and_schedule(fields, message):
         StyleConfig(**fields)
 
 
+@pytest.mark.slow
 def test_cli_tf_solver_with_schedule_mask_and_scales(tmp_path, capsys):
     args, out, _ = mask_and_scales_args(tmp_path)
     args = args[:-1] + ["--lbfgs-solver", "tf", "--scale-precisions", "bfloat16,float32", "--no-progress"]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from helpers import CTRL_CONTENT, CTRL_STYLE, CTRL_STYLE_B, CTRL_TINY
 from nst_tf import color, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.errors import ConfigError, OptimizationError
@@ -145,3 +146,85 @@ def test_image_too_small_for_the_layers_is_a_clear_error():
     config = StyleConfig(**dict(TINY, style_layers=("block5_conv1",)))
     with pytest.raises(ImageError, match="style image is too small.*at least 16 px"):
         optimize.build_objective(CONTENT, [STYLE[:, :8, :8]], config)
+
+
+# --- controls: L-BFGS, coarse-to-fine, colour, spatial guidance, precision ---
+
+
+def test_lbfgs_lowers_objective_faster_per_iteration_than_adam():
+    adam = optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], StyleConfig(iterations=15, **CTRL_TINY), progress=False)
+    lbfgs = optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], StyleConfig(iterations=15, optimizer="lbfgs", **CTRL_TINY),
+                             progress=False)
+    assert lbfgs.iterations == 15
+    assert lbfgs.history[-1]["total"] < adam.history[-1]["total"]
+    assert lbfgs.image.min() >= 0 and lbfgs.image.max() <= 255  # Box bounds.
+
+
+def test_lbfgs_non_finite_values_stop_with_clear_error():
+    config = StyleConfig(iterations=5, optimizer="lbfgs", **dict(CTRL_TINY, content_weight=1e38, style_weight=1e38))
+    with pytest.raises(OptimizationError, match="non-finite.*optimizer=lbfgs"):
+        optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], config, progress=False)
+
+
+def test_coarse_to_fine_reaches_final_size_and_starts_each_scale_from_previous(monkeypatch):
+    starts = []
+    original = optimize.initial_image
+
+    def spy(content, styles, init, seed=None):
+        start = original(content, styles, init, seed)
+        starts.append((init if isinstance(init, str) else np.array(init), start))
+        return start
+
+    monkeypatch.setattr(optimize, "initial_image", spy)
+    config = StyleConfig(scales=(16, 32), scale_iterations=(4, 2), **CTRL_TINY)
+    result = optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], config, progress=False)
+    assert result.image.shape == CTRL_CONTENT.shape  # 32 px longest side.
+    assert [h["scale"] for h in result.history] == [16] * 4 + [32] * 2
+    assert starts[0][0] == "content" and starts[0][1].shape == (1, 12, 16, 3)
+    previous = starts[1][0]
+    assert previous.shape == (1, 12, 16, 3)  # The second scale starts from the first's result...
+    assert not np.allclose(previous, starts[0][1])  # ... which the optimization had changed,
+    np.testing.assert_allclose(starts[1][1].mean(), previous.mean(), atol=3)  # upsampled to 24x32.
+    assert starts[1][1].shape == CTRL_CONTENT.shape
+
+
+def test_luminance_only_transfer_keeps_content_chroma_exactly():
+    config = StyleConfig(iterations=5, original_colors=True, **CTRL_TINY)
+    result = optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], config, progress=False)
+    in_gamut = (result.image > 0.5).all(-1) & (result.image < 254.5).all(-1)
+    assert in_gamut.mean() > 0.9
+    out_iq, content_iq = color.rgb_to_yiq(result.image)[..., 1:], color.rgb_to_yiq(CTRL_CONTENT)[..., 1:]
+    np.testing.assert_allclose(out_iq[in_gamut], content_iq[in_gamut], atol=1e-3)
+    assert not np.allclose(color.rgb_to_yiq(result.image)[..., 0], color.rgb_to_yiq(CTRL_CONTENT)[..., 0])
+
+
+def test_luminance_only_optimizes_grey_images_with_matched_luminance():
+    content, styles = optimize._colour_inputs(CTRL_CONTENT, [CTRL_STYLE], StyleConfig(original_colors=True, **CTRL_TINY))
+    assert np.allclose(content[..., 0], content[..., 1]) and np.allclose(styles[0][..., 0], styles[0][..., 2])
+    assert styles[0].mean() == pytest.approx(content.mean(), abs=1.0)  # Gatys 2017 eq. 9.
+
+
+def test_guided_grams_use_only_each_region():
+    config = StyleConfig(iterations=1, **CTRL_TINY)
+    mask = np.zeros((1, 24, 32, 2), np.float32)
+    mask[:, :, :16, 0] = 1.0
+    mask[:, :, 16:, 1] = 1.0
+    objective, _ = optimize.build_objective(CTRL_CONTENT, [CTRL_STYLE, CTRL_STYLE_B], config, region_mask=mask)
+    image = CTRL_CONTENT.copy()
+    base = float(objective(image)["style"])
+    changed = image.copy()
+    changed[:, :, 16:] = CTRL_STYLE_B[:, :24, :16]  # Right region painted with its own style: its loss drops.
+    assert float(objective(changed)["style"]) < base
+    wrong = image.copy()
+    wrong[:, :, :16] = CTRL_STYLE_B[:, :24, :16]  # Left region painted with the *other* style: no better.
+    assert float(objective(wrong)["style"]) > float(objective(changed)["style"])
+
+
+def test_bfloat16_follows_float32_loss_trajectory():
+    runs = {p: optimize.stylize(CTRL_CONTENT, [CTRL_STYLE], StyleConfig(iterations=10, precision=p, **CTRL_TINY), progress=False)
+            for p in ("float32", "bfloat16")}
+    f32 = np.array([h["total"] for h in runs["float32"].history])
+    bf16 = np.array([h["total"] for h in runs["bfloat16"].history])
+    # Stated tolerance: every step within 10% of float32 (bfloat16 keeps 8 bits of mantissa).
+    np.testing.assert_allclose(bf16, f32, rtol=0.10)
+    assert bf16[-1] < bf16[0]

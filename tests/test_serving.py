@@ -45,6 +45,9 @@ GRPC_ENV, REST_ENV, MODELS_ENV = "NST_TF_SERVING_GRPC", "NST_TF_SERVING_REST", "
 CODE = grpc.StatusCode
 TIMEOUT = 60
 
+# Every test here talks to a server process (started once per module, about 25 s).
+pytestmark = pytest.mark.slow
+
 
 class Server:
     """Where the suite sends requests, and the folder the server reads models from."""

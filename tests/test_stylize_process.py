@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Every test runs fresh Python processes that import TensorFlow.
+pytestmark = pytest.mark.slow
+
 PROBE = """
 import json, os
 from nst_tf import cli

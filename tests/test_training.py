@@ -104,6 +104,7 @@ def _trainer(extractor, transformer=None, **kwargs):
     return FastStyleTrainer(transformer, _style(), feature_extractor=extractor, **kwargs)
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss_and_tracks_each_term(extractor):
     trainer = _trainer(extractor, style_weight=1e-2, tv_weight=1e-2)
     photos = _photos()
@@ -133,6 +134,7 @@ def test_style_image_too_small(extractor):
         FastStyleTrainer(TransformerNet(**SMALL), _style(16), feature_extractor=extractor)
 
 
+@pytest.mark.slow
 def test_downstream_fine_tuning_with_plain_keras(extractor, tmp_path):
     # A user's own code: load a trained network, fine-tune it on a new style, save it.
     keras.utils.set_random_seed(0)
@@ -174,6 +176,7 @@ class _Recorder(keras.callbacks.Callback):
         self.saved[int(self.model.optimizer.iterations.numpy())] = self.model.transformer.get_weights()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(folder, style_file, tmp_path):
     backup = tmp_path / "backup"
     config = _config(folder, style_file, tmp_path, steps=6, save_every=2, backup_dir=str(backup))
@@ -193,6 +196,7 @@ def test_killed_run_resumes_from_its_backup(folder, style_file, tmp_path):
     load_transformer(result["output"])
 
 
+@pytest.mark.slow
 def test_cli_trains_with_logs_checkpoints_and_mixed_precision(folder, style_file, tmp_path, capsys):
     output = tmp_path / "net.keras"
     status = train_main([
@@ -269,6 +273,7 @@ def _run_on_two_cpus(code):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_train_with_mirrored_strategy_on_two_cpu_devices(folder, style_file, tmp_path):
     result = _run_on_two_cpus(f"""
         result = train(TrainConfig(style={str(style_file)!r}, data={str(folder)!r}, output={str(tmp_path)!r}
@@ -281,6 +286,7 @@ def test_train_with_mirrored_strategy_on_two_cpu_devices(folder, style_file, tmp
     load_transformer(tmp_path / "mirrored.keras")
 
 
+@pytest.mark.slow
 def test_mirrored_gradients_equal_single_device_gradients():
     # One SGD step on the same batch: the replicas' gradients must add up to the single-device one.
     result = _run_on_two_cpus("""

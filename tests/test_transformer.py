@@ -111,6 +111,7 @@ def test_bad_arguments():
         TransformerNet(num_residual_blocks=-1)
 
 
+@pytest.mark.slow
 def test_stylize_image(net):
     single = stylize_image(net, _image(12, 10)[0])
     assert single.shape == (1, 12, 10, 3) and single.dtype == np.float32
