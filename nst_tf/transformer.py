@@ -628,3 +628,22 @@ def load_stylizer(path):
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return SavedModelStylizer(path)
     return load_transformer(path)
+
+
+def resolve_style_weights(names, style, strength=1.0):
+    """Blend weights over a multi-style network's `names` for a user's style selection.
+
+    The function behind :meth:`TransformerNet.style_weights`, for callers that know the
+    names but not the model (a client of a served network).
+
+    Args:
+        names: list of str, the network's styles (None: a single-style network).
+        style, strength: as :meth:`TransformerNet.style_weights`.
+
+    Returns:
+        np.ndarray float32 ``[N]``.
+
+    Raises:
+        ConfigError: as :meth:`TransformerNet.style_weights`.
+    """
+    return np.asarray(_style_weights(None if names is None else list(names), style, strength), np.float32)

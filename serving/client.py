@@ -3,9 +3,12 @@
 Both talk to TensorFlow Serving (or ``serving.dev_server``) and share one interface:
 :meth:`stylize` (uint8 pixels through ``serving_default``), :meth:`stylize_bytes`
 (image files through ``stylize_bytes``), :meth:`status` (``GetModelStatus``),
-:meth:`metadata` (``GetModelMetadata``) and :meth:`wait_until_available`.  Input and
-output tensor names come from the model's metadata, never from constants; only the
-signature names are shared with the exporter (:mod:`nst_tf.export`).  Every call has
+:meth:`metadata` (``GetModelMetadata``) and :meth:`wait_until_available`.  The image
+input and output names come from the model's metadata; the signature names, and the
+style inputs of a multi-style network, are shared with the exporter (:mod:`nst_tf.export`).
+A multi-style network's styles are discovered at run time (:meth:`style_names`: the
+number of styles from the metadata, their names from the ``style_names`` signature);
+:meth:`stylize` then takes a style name or a blend and a strength.  Every call has
 a timeout, and calls that find the server ``UNAVAILABLE`` are retried with
 exponential backoff (predictions are idempotent).  Failures raise
 :class:`ServingClientError` with a one-line message and the gRPC status name.
@@ -16,6 +19,7 @@ Command line (``python -m serving.client --help``)::
     python -m serving.client --rest --model starry_night --label stable a.jpg b.jpg out_dir/
     python -m serving.client --model starry_night --pixels --max-size 512 photo.jpg out.jpg
     python -m serving.client --model starry_night --status
+    python -m serving.client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
 Sources: TF Serving gRPC API (``tensorflow_serving/apis/prediction_service.proto``,
 ``model_service.proto``), REST API (https://www.tensorflow.org/tfx/serving/api_rest),
@@ -46,8 +50,18 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 from nst_tf import files, images  # noqa: E402
+from nst_tf.cli import parse_style_selection  # noqa: E402
 from nst_tf.errors import NstError  # noqa: E402
-from nst_tf.export import SIGNATURE_BYTES, SIGNATURE_IMAGES  # noqa: E402
+from nst_tf.export import (  # noqa: E402
+    INPUT_STYLE,
+    INPUT_STYLE_INDEX,
+    INPUT_STYLE_WEIGHTS,
+    OUTPUT_STYLE_NAMES,
+    SIGNATURE_BLEND,
+    SIGNATURE_BYTES,
+    SIGNATURE_IMAGES,
+    SIGNATURE_STYLE_NAMES,
+)
 from serving import status as status_table  # noqa: E402
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
@@ -81,6 +95,7 @@ class _Client:
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.last_version = None
         self._metadata = None
+        self._style_names = None
 
     def close(self):
         """Releases the connection (the subclass's channel or session)."""
@@ -133,7 +148,7 @@ class _Client:
         raise AssertionError("unreachable")
 
     def signature_io(self, signature):
-        """``(input name, output name)`` of a one-input, one-output signature, from the metadata.
+        """``(image input name, output name)`` of a signature, from the metadata (style inputs aside).
 
         Raises:
             ServingClientError: the signature is missing or has several inputs or outputs.
@@ -144,36 +159,75 @@ class _Client:
                                      f"{', '.join(sorted(s for s in signatures if not s.startswith('__')))}",
                                      "FAILED_PRECONDITION")
         inputs, outputs = signatures[signature]["inputs"], signatures[signature]["outputs"]
+        inputs = {name: dtype for name, dtype in inputs.items() if name not in (INPUT_STYLE, INPUT_STYLE_WEIGHTS)}
         if len(inputs) != 1 or len(outputs) != 1:
             raise ServingClientError(f"Signature '{signature}' of {self.target} must have one input and one output. "
                                      f"Received: inputs={sorted(inputs)}, outputs={sorted(outputs)}",
                                      "FAILED_PRECONDITION")
         return next(iter(inputs)), next(iter(outputs))
 
-    def stylize(self, pixels):
-        """Stylizes images through ``serving_default``.
+    def style_names(self):
+        """The styles of a multi-style network, in order; None for a single-style network (cached).
+
+        The count is the last dimension of ``stylize_blend``'s style weights input in the
+        metadata; the names come from the ``style_names`` signature.
+        """
+        signatures = self.metadata()
+        if SIGNATURE_STYLE_NAMES not in signatures or SIGNATURE_BLEND not in signatures:
+            return None
+        if self._style_names is None:
+            count = signatures[SIGNATURE_BLEND]["input_shapes"][INPUT_STYLE_WEIGHTS][-1]
+            names = self._predict(SIGNATURE_STYLE_NAMES, {INPUT_STYLE_INDEX: np.arange(count, dtype=np.int32)},
+                                  OUTPUT_STYLE_NAMES)
+            self._style_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return self._style_names
+
+    def _style_weights(self, style, strength):
+        from nst_tf.transformer import resolve_style_weights
+
+        names = self.style_names()
+        if names is None and style is None and strength == 1.0:
+            return None
+        if names is not None and style is None:
+            raise ServingClientError(f"{self.target} has {len(names)} styles; choose one ({', '.join(names)}). "
+                                     f"Received: style=None", "INVALID_ARGUMENT")
+        try:
+            return resolve_style_weights(names, style, strength)
+        except NstError as error:
+            raise ServingClientError(f"{self.target}: {error}", "INVALID_ARGUMENT") from None
+
+    def stylize(self, pixels, style=None, strength=1.0):
+        """Stylizes images through ``serving_default`` (``stylize_blend`` for a multi-style network).
 
         Args:
             pixels: array-like uint8 ``[B, H, W, 3]`` or ``[H, W, 3]``, RGB (float values
                 in [0, 255] are rounded).
+            style: multi-style networks only (and then required): a style name, a dict
+                ``{name: weight}`` or N weights (see ``TransformerNet.style_weights``).
+            strength: float in [0, 2]; below 1 blends toward the network's ``photo`` style.
 
         Returns:
             np.ndarray uint8 ``[B, H, W, 3]``.
 
         Raises:
-            ServingClientError: the server refused or failed the request.
+            ServingClientError: a bad style selection, or the server refused or failed the request.
         """
         array = images.to_uint8(pixels)
         if array.ndim == 3:
             array = array[None]
+        weights = self._style_weights(style, strength)
         input_name, output_name = self.signature_io(SIGNATURE_IMAGES)
-        return np.asarray(self._predict(SIGNATURE_IMAGES, input_name, output_name, array), dtype=np.uint8)
+        if weights is None:
+            return np.asarray(self._predict(SIGNATURE_IMAGES, {input_name: array}, output_name), dtype=np.uint8)
+        inputs = {input_name: array, INPUT_STYLE_WEIGHTS: weights[None]}
+        return np.asarray(self._predict(SIGNATURE_BLEND, inputs, output_name), dtype=np.uint8)
 
-    def stylize_bytes(self, files):
+    def stylize_bytes(self, files, style=None):
         """Stylizes encoded images through ``stylize_bytes``.
 
         Args:
             files: sequence of bytes, each a JPEG, PNG, GIF, BMP or WebP file.
+            style: str. A multi-style network's style name (blends need :meth:`stylize`).
 
         Returns:
             list of bytes, each a PNG (or JPEG, as exported) file.
@@ -184,7 +238,14 @@ class _Client:
         input_name, output_name = self.signature_io(SIGNATURE_BYTES)
         array = np.empty(len(files), dtype=object)
         array[:] = [bytes(f) for f in files]
-        return list(self._predict(SIGNATURE_BYTES, input_name, output_name, array))
+        inputs = {input_name: array}
+        if self.style_names() is not None or style is not None:
+            if not isinstance(style, str):
+                raise ServingClientError(f"{self.target}: stylize_bytes takes one style name; use stylize() for a "
+                                         f"blend. Received: style={style!r}", "INVALID_ARGUMENT")
+            self._style_weights(style, 1.0)  # An unknown name fails here, with the names the model has.
+            inputs[INPUT_STYLE] = np.array([style.encode()], dtype=object)
+        return list(self._predict(SIGNATURE_BYTES, inputs, output_name))
 
     def is_available(self):
         """True when the selected version (the latest when none is selected) is AVAILABLE."""
@@ -273,9 +334,10 @@ class GrpcClient(_Client):
                 for s in response.model_version_status]
 
     def metadata(self):
-        """``GetModelMetadata``: ``{signature: {"inputs": {name: dtype}, "outputs": {name: dtype}}}`` (cached).
+        """``GetModelMetadata``: ``{signature: {"inputs": {name: dtype}, "outputs": {name: dtype},
+        "input_shapes": {name: [dim, ...] or None}}}`` (cached).
 
-        Dtypes are ``DataType`` names such as ``"DT_UINT8"``.
+        Dtypes are ``DataType`` names such as ``"DT_UINT8"``; unknown dimensions are -1.
         """
         if self._metadata is None:
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -285,15 +347,18 @@ class GrpcClient(_Client):
             response.metadata["signature_def"].Unpack(signatures)
             self._metadata = {
                 key: {"inputs": {n: types_pb2.DataType.Name(i.dtype) for n, i in sig.inputs.items()},
-                      "outputs": {n: types_pb2.DataType.Name(i.dtype) for n, i in sig.outputs.items()}}
+                      "outputs": {n: types_pb2.DataType.Name(i.dtype) for n, i in sig.outputs.items()},
+                      "input_shapes": {n: None if i.tensor_shape.unknown_rank else [d.size for d in i.tensor_shape.dim]
+                                       for n, i in sig.inputs.items()}}
                 for key, sig in signatures.signature_def.items()}
         return self._metadata
 
-    def _predict(self, signature, input_name, output_name, array):
+    def _predict(self, signature, inputs, output_name):
         request = predict_pb2.PredictRequest()
         self.model_spec(request.model_spec, signature)
-        dtype = tf.string if array.dtype == object else None
-        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+        for input_name, array in inputs.items():
+            dtype = tf.string if array.dtype == object else None
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
         request.output_filter.append(output_name)
         response = self._call(self.prediction.Predict, request)
         self.last_version = response.model_spec.version.value
@@ -372,15 +437,23 @@ class RestClient(_Client):
             signatures = answer["metadata"]["signature_def"]["signature_def"]
             self._metadata = {
                 key: {"inputs": {n: i.get("dtype") for n, i in sig.get("inputs", {}).items()},
-                      "outputs": {n: i.get("dtype") for n, i in sig.get("outputs", {}).items()}}
+                      "outputs": {n: i.get("dtype") for n, i in sig.get("outputs", {}).items()},
+                      "input_shapes": {n: _rest_shape(i) for n, i in sig.get("inputs", {}).items()}}
                 for key, sig in signatures.items()}
         return self._metadata
 
-    def _predict(self, signature, input_name, output_name, array):
-        if array.dtype == object:
-            instances = [{"b64": base64.b64encode(item).decode("ascii")} for item in array]
-        else:
-            instances = array.tolist()
+    def _predict(self, signature, inputs, output_name):
+        if len(inputs) > 1:  # TF Serving's columnar format: inputs of different batch sizes.
+            columns = {name: _json_values(array) for name, array in inputs.items()}
+            answer = self._request("POST", self.url(":predict"), {"signature_name": signature, "inputs": columns})
+            outputs = answer.get("outputs")
+            if isinstance(outputs, dict):
+                outputs = outputs.get(output_name)
+            if not isinstance(outputs, list):
+                raise ServingClientError(f"The answer of {self.target} has no outputs.", "INTERNAL")
+            return _from_json(outputs, outputs and isinstance(outputs[0], dict))
+        ((_, array),) = inputs.items()
+        instances = _json_values(array)
         answer = self._request("POST", self.url(":predict"), {"signature_name": signature, "instances": instances})
         predictions = answer.get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(array):
@@ -388,9 +461,31 @@ class RestClient(_Client):
                                      "images sent.", "INTERNAL")
         if predictions and isinstance(predictions[0], dict) and "b64" not in predictions[0]:
             predictions = [p[output_name] for p in predictions]  # Several outputs: one object per row.
-        if array.dtype == object:
-            return [base64.b64decode(p["b64"]) for p in predictions]
-        return np.asarray(predictions, dtype=np.uint8)
+        return _from_json(predictions, array.dtype == object)
+
+
+def _json_values(array):
+    """An array as TF Serving's JSON: nested lists; strings as ``{"b64": ...}``."""
+    if array.dtype == object:
+        return [{"b64": base64.b64encode(item).decode("ascii")} for item in array]
+    return array.tolist()
+
+
+def _from_json(values, encoded):
+    """TF Serving's JSON output back to an array (uint8 pixels) or a list of bytes (``{"b64": ...}`` or text)."""
+    if encoded:
+        return [base64.b64decode(v["b64"]) if isinstance(v, dict) else str(v).encode() for v in values]
+    if values and isinstance(values[0], str):  # String outputs without the _bytes suffix come as text.
+        return [v.encode() for v in values]
+    return np.asarray(values, dtype=np.uint8)
+
+
+def _rest_shape(info):
+    """``[dim, ...]`` of a REST metadata TensorInfo (``-1`` unknown), or None for an unknown rank."""
+    shape = info.get("tensor_shape", {})
+    if shape.get("unknown_rank"):
+        return None
+    return [int(d.get("size", -1)) for d in shape.get("dim", [])]
 
 
 def make_client(server=None, model="default", rest=False, **kwargs):
@@ -458,6 +553,11 @@ def build_parser():
     mode.add_argument("--raw", action="store_true",
                       help="send the files as they are through stylize_bytes (the server decodes them: no EXIF "
                       "rotation, JPEG/PNG/GIF/BMP only)")
+    parser.add_argument("--style-name", metavar="NAME[:W,...]",
+                        help="multi-style network: the style, or a blend such as candy:0.7,udnie:0.3 "
+                        "(the model lists its styles: --metadata)")
+    parser.add_argument("--style-strength", type=float, default=1.0, metavar="S",
+                        help="multi-style network with a 'photo' style: 0 is the photo, 1 the style, up to 2 (1)")
     parser.add_argument("--max-size", type=int, help="resize inputs so that the longest side is MAX_SIZE px first")
     parser.add_argument("--output-format", default="png", choices=("png", "jpg", "webp"),
                         help="file type in an output folder (%(default)s)")
@@ -485,6 +585,9 @@ def run(args):
                 for name, signature in sorted(client.metadata().items()):
                     if not name.startswith("__"):
                         print(f"{name}: inputs {signature['inputs']} -> outputs {signature['outputs']}")
+                names = client.style_names()
+                if names:
+                    print(f"styles: {', '.join(names)}")
             if args.status and not client.is_available():
                 raise ServingClientError(f"{client.target} has no AVAILABLE version at {client.server}.", "UNAVAILABLE")
             return 0
@@ -494,6 +597,13 @@ def run(args):
         if len(args.paths) < 2:
             raise ServingClientError("Give one or more input images and then an output file or folder, or --status. "
                                      f"Received: paths={args.paths}", "INVALID_ARGUMENT")
+        style = None if args.style_name is None else parse_style_selection(args.style_name)
+        blend = style is not None and (len(style) > 1 or args.style_strength != 1.0)
+        if blend and args.raw:
+            raise ServingClientError("A blend or a strength needs pixels (stylize_blend); drop --raw.",
+                                     "INVALID_ARGUMENT")
+        name = None if style is None else next(iter(style))
+        client._style_weights(style, args.style_strength)  # A bad or missing style fails before any upload.
         inputs, output = args.paths[:-1], args.paths[-1]
         outputs = _output_paths(inputs, output, args.output_format)
         files.check_outputs_spare_inputs(outputs, inputs)
@@ -503,14 +613,14 @@ def run(args):
         for source, target in zip(inputs, outputs):
             start = time.perf_counter()
             if args.raw:
-                saved = _save_encoded(client.stylize_bytes([pathlib.Path(source).read_bytes()])[0], target)
+                saved = _save_encoded(client.stylize_bytes([pathlib.Path(source).read_bytes()], name)[0], target)
             else:  # Decoded here: EXIF orientation, alpha on white, every format Pillow reads.
                 pixels = images.to_uint8(images.load_image(source, max_size=args.max_size))
-                if args.pixels:
-                    saved = images.save_image(client.stylize(pixels), target)
+                if args.pixels or blend:
+                    saved = images.save_image(client.stylize(pixels, style, args.style_strength), target)
                 else:
                     encoded = tf.io.encode_png(pixels[0]).numpy()
-                    saved = _save_encoded(client.stylize_bytes([encoded])[0], target)
+                    saved = _save_encoded(client.stylize_bytes([encoded], name)[0], target)
             version = f" version {client.last_version}" if client.last_version else ""
             print(f"Saved {saved} ({args.model}{version}, {time.perf_counter() - start:.2f} s)")
     return 0

@@ -16,6 +16,8 @@ seeded, exported with ``max_image_size=CONTRACT_MAX_IMAGE_SIZE``):
 * ``contract``: versions 1 and 2 (policy ``all``), labels ``stable`` -> 1, ``canary`` -> 2.
 * ``contract_live``: version 1 (policy ``latest``); the suite exports further versions
   from ``keras/contract_live_new.keras`` while the server runs.
+* ``contract_styles``: version 1 of a multi-style network with the styles
+  :data:`CONTRACT_STYLES` (random normalization parameters, so the styles differ).
 """
 
 import argparse
@@ -30,6 +32,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONTRACT_MODEL = "contract"
 LIVE_MODEL = "contract_live"
+STYLES_MODEL = "contract_styles"
+CONTRACT_STYLES = ("a", "b", "photo")
 CONTRACT_MAX_IMAGE_SIZE = 64
 CONTRACT_LABELS = {"stable": 1, "canary": 2}
 _SEEDS = {"contract_1": 1, "contract_2": 2, "contract_live_1": 3, "contract_live_new": 4}
@@ -46,6 +50,11 @@ model_config_list {{
   config {{
     name: "{live}"
     base_path: "{root}/{live}"
+    model_platform: "tensorflow"
+  }}
+  config {{
+    name: "{styles}"
+    base_path: "{root}/{styles}"
     model_platform: "tensorflow"
   }}
 }}
@@ -68,6 +77,23 @@ def contract_network(key):
     keras.utils.set_random_seed(_SEEDS[key])
     model = TransformerNet(filters=(4, 8, 8), num_residual_blocks=1)
     model.build((None, None, None, 3))
+    return model
+
+
+def contract_styles_network():
+    """The seeded tiny multi-style TransformerNet of ``contract_styles``."""
+    import keras
+    import numpy as np
+
+    from nst_tf.transformer import TransformerNet
+
+    keras.utils.set_random_seed(5)
+    model = TransformerNet(filters=(4, 8, 8), num_residual_blocks=1, style_names=list(CONTRACT_STYLES))
+    model.build((None, None, None, 3))
+    rng = np.random.default_rng(5)
+    for weight in model.weights:
+        if weight.path.endswith(("gamma", "beta")):
+            weight.assign(rng.normal(1.0 if weight.path.endswith("gamma") else 0.0, 0.5, weight.shape))
     return model
 
 
@@ -97,9 +123,12 @@ def prepare_contract_models(directory, container_root=None):
             name, version = key.rsplit("_", 1)
             export_model(model, directory / name, int(version), max_image_size=CONTRACT_MAX_IMAGE_SIZE,
                          warmup_size=16)
+    styles = contract_styles_network()
+    styles.save(directory / "keras" / f"{STYLES_MODEL}.keras")
+    export_model(styles, directory / STYLES_MODEL, 1, max_image_size=CONTRACT_MAX_IMAGE_SIZE, warmup_size=16)
     labels = "".join(f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in CONTRACT_LABELS.items())
     root = container_root.rstrip("/") if container_root else str(directory)
-    text = _CONFIG.format(contract=CONTRACT_MODEL, live=LIVE_MODEL, root=root, labels=labels)
+    text = _CONFIG.format(contract=CONTRACT_MODEL, live=LIVE_MODEL, styles=STYLES_MODEL, root=root, labels=labels)
     temp = config.with_suffix(".tmp")
     temp.write_text(text)
     os.replace(temp, config)

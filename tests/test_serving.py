@@ -11,6 +11,7 @@ import base64
 import io
 import os
 import pathlib
+import re
 import shutil
 import socket
 import struct
@@ -39,7 +40,7 @@ from nst_tf.transformer import load_transformer
 from serving import client as serving_client
 from serving import testing
 from serving.testing import CONTRACT_MAX_IMAGE_SIZE as MAX
-from serving.testing import CONTRACT_MODEL, LIVE_MODEL
+from serving.testing import CONTRACT_MODEL, CONTRACT_STYLES, LIVE_MODEL, STYLES_MODEL
 
 GRPC_ENV, REST_ENV, MODELS_ENV = "NST_TF_SERVING_GRPC", "NST_TF_SERVING_REST", "NST_TF_SERVING_MODELS"
 CODE = grpc.StatusCode
@@ -78,7 +79,7 @@ def server(tmp_path_factory):
         return
     models_dir = tmp_path_factory.mktemp("contract_models")
     config = testing.prepare_contract_models(models_dir)
-    process = testing.start_dev_server(config, models_dir / "server.log", models=[CONTRACT_MODEL, LIVE_MODEL],
+    process = testing.start_dev_server(config, models_dir / "server.log", models=[CONTRACT_MODEL, LIVE_MODEL, STYLES_MODEL],
                                        extra_args=["--max_image_size", str(MAX), "--rest_timeout_seconds", "2"])
     target = Server(process.grpc_address, process.rest_url, models_dir, process)
     try:
@@ -815,3 +816,74 @@ def test_cli_never_writes_over_its_inputs(server, tmp_path, capsys):
         code, _, err = run_cli(["--server", server.grpc_address, "--model", CONTRACT_MODEL, *args], capsys)
         assert code == 2 and "overwrite an input" in err and err.count("\n") == 1, err
     assert {p: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# ---------------------------------------------------------------- a multi-style network: styles by name, blends
+
+
+def styled(networks, batch, style):
+    return to_uint8(networks[STYLES_MODEL](np.asarray(batch, np.float32), style=style))
+
+
+def test_grpc_selects_styles_by_name_and_blends(server, networks):
+    request = predict_request(STYLES_MODEL, inputs={"images": BATCH, "style": tf.make_tensor_proto([b"b", b"a"])})
+    response = server.predictions.Predict(request, timeout=TIMEOUT)
+    outputs = tf.make_ndarray(response.outputs["stylized_images"])
+    assert close(outputs, styled(networks, BATCH, np.array([1, 0])))
+    weights = np.array([[0.25, 0.75, 0.0]], np.float32)
+    response = server.predictions.Predict(predict_request(STYLES_MODEL, "stylize_blend", {"images": BATCH, "style_weights": weights}),
+                              timeout=TIMEOUT)
+    assert close(tf.make_ndarray(response.outputs["stylized_images"]), styled(networks, BATCH, weights))
+    with pytest.raises(grpc.RpcError) as error:
+        server.predictions.Predict(predict_request(STYLES_MODEL, inputs={"images": BATCH, "style": tf.make_tensor_proto([b"x"])}),
+                       timeout=TIMEOUT)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Unknown style name" in error.value.details()
+
+
+def test_rest_selects_styles_by_name_and_blends(server, networks):
+    answer = server.rest("POST", f"/v1/models/{STYLES_MODEL}:predict", json={
+        "inputs": {"images": BATCH.tolist(), "style": ["b"]}})
+    assert answer.status_code == 200, answer.text
+    assert close(np.asarray(answer.json()["outputs"], np.uint8), styled(networks, BATCH, np.array([1, 1])))
+    answer = server.rest("POST", f"/v1/models/{STYLES_MODEL}:predict", json={
+        "signature_name": "stylize_blend", "inputs": {"images": BATCH.tolist(), "style_weights": [[0.5, 0.5, 0.0]]}})
+    assert answer.status_code == 200, answer.text
+    assert close(np.asarray(answer.json()["outputs"], np.uint8),
+                 styled(networks, BATCH, np.array([[0.5, 0.5, 0.0]], np.float32)))
+    answer = server.rest("POST", f"/v1/models/{STYLES_MODEL}:predict", json={
+        "inputs": {"images": BATCH.tolist(), "style": ["zebra"]}})
+    assert answer.status_code == 400 and "Unknown style name" in answer.text
+
+
+@pytest.mark.parametrize("rest", [False, True], ids=["grpc", "rest"])
+def test_clients_discover_styles_and_blend(server, networks, rest):
+    address = server.rest_url if rest else server.grpc_address
+    with serving_client.make_client(address, STYLES_MODEL, rest, timeout=TIMEOUT) as client:
+        assert client.style_names() == list(CONTRACT_STYLES)  # From the model's metadata, no list in the client.
+        assert close(client.stylize(BATCH, "a"), styled(networks, BATCH, np.array([0, 0])))
+        weights = networks[STYLES_MODEL].style_weights({"a": 1, "b": 3}, strength=0.5)
+        assert close(client.stylize(BATCH, {"a": 1, "b": 3}, strength=0.5), styled(networks, BATCH, weights))
+        (output,) = client.stylize_bytes([encode(BATCH[0])], "b")
+        assert close(decode(output), styled(networks, BATCH[:1], np.array([1]))[0])
+        for style, message in (("zebra", "Unknown style name 'zebra'"), (None, "choose one (a, b, photo)")):
+            with pytest.raises(serving_client.ServingClientError, match=re.escape(message)):
+                client.stylize(BATCH, style)
+    with serving_client.make_client(address, CONTRACT_MODEL, rest, timeout=TIMEOUT) as single:
+        assert single.style_names() is None
+        with pytest.raises(serving_client.ServingClientError, match="single style"):
+            single.stylize(BATCH, "a")
+
+
+def test_client_command_line_blends(server, networks, tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.fromarray(BATCH[0]).save(source)
+    out = tmp_path / "out.png"
+    code = serving_client.main(["--server", server.grpc_address, "--model", STYLES_MODEL, "--style-name",
+                                "a:1,b:1", str(source), str(out)])
+    assert code == 0, capsys.readouterr().err
+    weights = networks[STYLES_MODEL].style_weights({"a": 1, "b": 1})
+    assert close(decode(out.read_bytes()), styled(networks, BATCH[:1], weights)[0])
+    code = serving_client.main(["--server", server.grpc_address, "--model", STYLES_MODEL, str(source),
+                                str(tmp_path / "o2.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "choose one (a, b, photo)" in err and not (tmp_path / "o2.png").exists()
