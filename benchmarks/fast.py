@@ -30,7 +30,6 @@ functional model) cannot see its convolutions; :func:`graph_conv_flops` counts t
 includes the reflection padding to a multiple of 4 that the network really computes.
 """
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -38,7 +37,6 @@ import os
 import pathlib
 import re
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -872,52 +870,32 @@ def run_training_suite(loss_networks=LOSS_NETWORKS, size=256, batch_size=4, warm
 # ----------------------------------------------------------------------------- quality suite
 
 
-_SETTING_FLAGS = {"--style": str, "--style-size": int, "--image-size": int, "--loss-network": str,
-                  "--content-weight": float, "--style-weight": float, "--tv-weight": float,
-                  "--loss-weights-file": str}
-
-
-def training_settings(model_path, defaults=None):
-    """The loss settings a shipped network was trained with, from the README next to it.
-
-    Reads the ``python scripts/train.py ...`` command of ``README.md`` in the model's
-    folder (``--style``, ``--style-size``, ``--image-size``, ``--loss-network``,
-    ``--content-weight``, ``--style-weight``, ``--tv-weight``); flags it lacks, or a
-    missing README, take ``defaults``.
+def training_settings(model, style_name=None):
+    """The loss settings a network was trained with, from its saved metadata.
 
     Args:
-        model_path: path of the ``.keras`` file.
-        defaults: dict with the keys ``style`` (file name), ``style_size``, ``image_size``,
-            ``loss_network``, ``content_weight``, ``style_weight``, ``tv_weight``; None:
-            those of the shipped models (``<model stem>.jpg``, 512, 256, squeezenet1_1 and
-            its :data:`nst_tf.training.DEFAULT_LOSS_WEIGHTS`).
+        model: TransformerNet (``model.metadata`` as written by :func:`nst_tf.training.train`).
+        style_name: str or None. For a multi-style network, the style whose settings to return.
 
     Returns:
-        dict with those keys plus ``source`` (``"README.md"`` or ``"defaults"``).
+        dict with ``style`` (the style image's file name), ``style_size``, ``image_size``,
+        ``loss_network``, ``content_weight``, ``style_weight``, ``tv_weight`` and
+        ``source`` (``"metadata"``, or ``"defaults"`` for a network saved without it: the
+        style ``<name>.jpg`` at 512 px and the SqueezeNet defaults).
     """
-    path = pathlib.Path(model_path)
-    settings = defaults or {"style": f"{path.stem}.jpg", "style_size": 512, "image_size": 256,
-                            "loss_network": "squeezenet1_1", "content_weight": None, "style_weight": None,
-                            "tv_weight": None}
-    settings = {**settings, "source": "defaults"}
-    readme = path.parent / "README.md"
-    if not readme.is_file():
-        return settings
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    match = re.search(r"python scripts/train\.py(.*?)(?:```|\n\s*\n)", text, re.S)
-    if not match:
-        return settings
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag, kind in _SETTING_FLAGS.items():
-        parser.add_argument(flag, type=kind)
-    parsed, _ = parser.parse_known_args(shlex.split(match.group(1).replace("\\\n", " ")))
-    for flag in _SETTING_FLAGS:
-        key = flag[2:].replace("-", "_")
-        value = getattr(parsed, key)
-        if value is not None and key != "loss_weights_file":
-            settings[key] = pathlib.Path(value).name if key == "style" else value
-    settings["source"] = "README.md"
-    return settings
+    training = model.metadata.get("training")
+    name = style_name or "network"
+    if not training:
+        return {"style": f"{name}.jpg", "style_size": 512, "image_size": 256, "loss_network": "squeezenet1_1",
+                "content_weight": None, "style_weight": None, "tv_weight": None, "source": "defaults"}
+    config = training["config"]
+    styles = model.metadata.get("styles", {})
+    entry = styles.get(style_name) if style_name else next(iter(styles.values()), {})
+    image = (entry or {}).get("image") or f"{name}.jpg"
+    return {"style": pathlib.Path(image).name, "style_size": config.get("style_size"),
+            "image_size": config.get("image_size"), "loss_network": training["loss_network"],
+            "content_weight": training["content_weight"], "style_weight": (entry or {}).get("style_weight"),
+            "tv_weight": training["tv_weight"], "source": "metadata"}
 
 
 @dataclasses.dataclass
@@ -927,6 +905,7 @@ class QualityProblem:
     Attributes:
         settings: dict from :func:`training_settings`.
         model: TransformerNet (float32).
+        style_weights: float32 ``[N]`` selecting the style of a multi-style network; None.
         evaluator: FastStyleTrainer holding the network, the loss network and the style Grams;
             ``evaluator.perceptual_losses(photo, image)`` is the objective.
         config: StyleConfig of :func:`nst_tf.optimize.stylize` with the same objective.
@@ -937,6 +916,7 @@ class QualityProblem:
 
     settings: dict
     model: object
+    style_weights: object
     evaluator: object
     config: StyleConfig
     extractor: object
@@ -945,15 +925,17 @@ class QualityProblem:
 
 
 def build_quality_problem(model_path, style_dir, size=256, iterations=300, optimizer="adam", learning_rate=None,
-                          squeezenet_weights="auto"):
-    """Builds :class:`QualityProblem` for a ``.keras`` network (settings from its README).
+                          squeezenet_weights="auto", style_name=None):
+    """Builds :class:`QualityProblem` for a ``.keras`` network (settings from its metadata).
 
     The optimization objective (:func:`nst_tf.optimize.build_objective` of ``config``
     with ``extractor``, the style image as is) equals ``evaluator.perceptual_losses``
     for batch 1: same layers, equal style layer weights or the trainer's, same loss
-    weights, Gram matrices of the same style image.
+    weights, Gram matrices of the same style image.  For a multi-style network,
+    `style_name` picks the style (its own style weight).
     """
-    settings = training_settings(model_path)
+    model = load_transformer(model_path)
+    settings = training_settings(model, style_name)
     network_name = settings["loss_network"]
     weights, weights_label = resolve_weights(network_name, squeezenet_weights if network_name == "squeezenet1_1"
                                              else "auto")
@@ -961,19 +943,38 @@ def build_quality_problem(model_path, style_dir, size=256, iterations=300, optim
     if settings["style_size"] and max(style.shape[1:3]) > settings["style_size"]:
         style = images.resize_longest_side(style, settings["style_size"])  # as training.train does.
     extractor = FeatureExtractor(sum(DEFAULT_LAYERS[network_name], ()), backbone=network_name, weights=weights)
-    model = load_transformer(model_path)
-    evaluator = FastStyleTrainer(model, style, content_weight=settings["content_weight"],
+    # The evaluator needs only the loss: no transformer inside (a multi-style one would want N styles).
+    evaluator = FastStyleTrainer(None, style, content_weight=settings["content_weight"],
                                  style_weight=settings["style_weight"], tv_weight=settings["tv_weight"],
                                  feature_extractor=extractor)
     config = StyleConfig(
         image_size=size, backbone=network_name, weights=weights, content_layers=evaluator.content_layers,
         style_layers=evaluator.style_layers,
-        style_layer_weights=None if evaluator.style_layer_weights is None else tuple(
-            evaluator.style_layer_weights[n] for n in evaluator.style_layers),
+        style_layer_weights=tuple(evaluator.style_layer_weights[n] for n in evaluator.style_layers),
         content_weight=evaluator.loss_weights[0], style_weight=evaluator.loss_weights[1],
         tv_weight=evaluator.loss_weights[2], iterations=iterations, init="content", optimizer=optimizer,
         seed=0, **({} if learning_rate is None else {"learning_rate": learning_rate}))
-    return QualityProblem(settings, model, evaluator, config, extractor, style, weights_label)
+    selection = model.style_weights(style_name) if style_name else None
+    return QualityProblem(settings, model, selection, evaluator, config, extractor, style, weights_label)
+
+
+def quality_targets(model_paths, styles=None):
+    """``[(path, style name or None)]``: every style of each multi-style network (but ``photo``), or the network.
+
+    Args:
+        model_paths: ``.keras`` paths that exist.
+        styles: optional iterable of style names to keep (multi-style networks only).
+    """
+    from nst_tf.transformer import PHOTO_STYLE
+
+    targets = []
+    for path in model_paths:
+        names = load_transformer(path).style_names
+        if names is None:
+            targets.append((path, None))
+        else:
+            targets += [(path, name) for name in names if name != PHOTO_STYLE and (not styles or name in styles)]
+    return targets
 
 
 _QUALITY_COLUMNS = [
@@ -988,7 +989,7 @@ _QUALITY_COLUMNS = [
 
 def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=None, size=256,
                       iterations=(50, 100, 300), optimizer="adam", learning_rate=None, squeezenet_weights="auto",
-                      max_photos=None):
+                      max_photos=None, styles=None):
     """Perceptual loss of the shipped networks next to optimization of the same objective.
 
     For each network of ``model_paths`` that exists and each content photo (longest
@@ -1010,10 +1011,11 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
         learning_rate: float or None (StyleConfig's default, in pixels).
         squeezenet_weights: ``"auto"``, None or a path, for a ``squeezenet1_1`` loss network.
         max_photos: int or None. Use only the first photos (sorted by name).
+        styles: optional style names: only these styles of multi-style networks.
 
     Returns:
-        SuiteResult with table ``quality`` (one row per network and photo plus a mean row
-        per network).
+        SuiteResult with table ``quality`` (one row per network (and style) and photo plus
+        a mean row per network and style).
 
     Raises:
         FileNotFoundError: no network of ``model_paths`` exists, or no photos.
@@ -1028,22 +1030,22 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
         raise FileNotFoundError(f"No content photos (.jpg, .png) found. Received: content_dir='{content_dir}'")
     iterations = sorted(set(int(i) for i in iterations))
     rows, checks, used = [], [], []
-    for path in paths:
+    for path, style_name in quality_targets(paths, styles):
         problem = build_quality_problem(path, style_dir, size, iterations[-1], optimizer, learning_rate,
-                                        squeezenet_weights)
+                                        squeezenet_weights, style_name)
         settings, model, evaluator, config, extractor, style = (
             problem.settings, problem.model, problem.evaluator, problem.config, problem.extractor, problem.style)
         evaluate = tf.function(evaluator.perceptual_losses)
-        label = _display_path(path)
+        label = _display_path(path) + (f" [{style_name}]" if style_name else "")
         used.append({"model": label, **settings, "weights": problem.weights_label,
                      "learning_rate": config.learning_rate, "loss_weights": evaluator.loss_weights,
                      "layers": {"content": list(evaluator.content_layers), "style": list(evaluator.style_layers)}})
         model_rows = []
         for photo_path in photos:
             content = images.load_image(photo_path, max_size=size)
-            stylize_image(model, content)  # warm-up (first call builds the oneDNN primitives).
+            stylize_image(model, content, style=problem.style_weights)  # warm-up (builds the oneDNN primitives).
             start = time.perf_counter()
-            stylized = stylize_image(model, content)
+            stylized = stylize_image(model, content, style=problem.style_weights)
             network_s = time.perf_counter() - start
             network = {k: float(v) for k, v in evaluate(content, stylized).items()}
             snapshots = {}

@@ -123,6 +123,8 @@ def _parser():
     fast_quality.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     fast_quality.add_argument("--learning-rate", type=float, default=None, help="default: StyleConfig's (pixels)")
     fast_quality.add_argument("--max-photos", type=int, default=None, help="only the first N photos (sorted)")
+    fast_quality.add_argument("--styles", nargs="+", default=None,
+                              help="only these styles of multi-style networks (default: all but 'photo')")
 
     serving = sub.add_parser("serving", parents=[common],
                              help="bounded gRPC load test through the development server")
@@ -156,7 +158,7 @@ def _run_fast(args, weights):
     return benchmark_fast.run_quality_suite(args.models or benchmark_fast.DEFAULT_MODELS, size=args.size,
                                             iterations=args.iterations, optimizer=args.optimizer,
                                             learning_rate=args.learning_rate, squeezenet_weights=weights,
-                                            max_photos=args.max_photos)
+                                            max_photos=args.max_photos, styles=args.styles)
 
 
 def _run(args):

@@ -211,22 +211,20 @@ def test_training_suite_runs_both_precisions():
         assert len(row["all_s"]) == 2 and row["step_s"] == pytest.approx(sum(row["all_s"]) / 2)
 
 
-README = """# starry
-
-```
-python scripts/train.py --style ../shared/assets/images/style/starry.png \\
-  --data somewhere --output saved_models/starry/starry.keras --style-size 48 \\
-  --loss-network squeezenet1_1 --style-weight 2e-2 --tv-weight 0.5 --mixed-precision
-```
-"""
+METADATA = {"training": {"config": {"style_size": 48, "image_size": 256}, "loss_network": "squeezenet1_1",
+                         "content_weight": 1.0, "tv_weight": 0.5},
+            "styles": {"starry": {"image": "../shared/assets/images/style/starry.png", "style_weight": 2e-2}}}
 
 
 @pytest.fixture
 def quality_assets(tmp_path, small_model_path):
+    from nst_tf.transformer import load_transformer
+
     models = tmp_path / "models"
     models.mkdir()
-    (models / "starry.keras").write_bytes(small_model_path.read_bytes())
-    (models / "README.md").write_text(README)
+    model = load_transformer(small_model_path)
+    model.metadata = METADATA
+    model.save(models / "starry.keras")
     (tmp_path / "content").mkdir()
     _photo(tmp_path / "content" / "a.png", (48, 36), 1)
     _photo(tmp_path / "content" / "b.jpg", (40, 48), 2)
@@ -235,18 +233,29 @@ def quality_assets(tmp_path, small_model_path):
     return tmp_path
 
 
-def test_training_settings_come_from_the_readme(quality_assets):
-    settings = benchmark_fast.training_settings(quality_assets / "models" / "starry.keras")
+def test_training_settings_come_from_the_saved_metadata(quality_assets, small_model_path):
+    from nst_tf.transformer import load_transformer
+
+    settings = benchmark_fast.training_settings(load_transformer(quality_assets / "models" / "starry.keras"))
     assert settings == {"style": "starry.png", "style_size": 48, "image_size": 256, "loss_network": "squeezenet1_1",
-                        "content_weight": None, "style_weight": 2e-2, "tv_weight": 0.5, "source": "README.md"}
-    (quality_assets / "models" / "README.md").unlink()
-    assert benchmark_fast.training_settings(quality_assets / "models" / "starry.keras")["source"] == "defaults"
+                        "content_weight": 1.0, "style_weight": 2e-2, "tv_weight": 0.5, "source": "metadata"}
+    assert benchmark_fast.training_settings(load_transformer(small_model_path))["source"] == "defaults"
+
+
+def test_quality_targets_are_the_styles_of_a_multi_style_network(tmp_path, small_model_path):
+    from helpers import random_transformer
+
+    multi = random_transformer(0, filters=(4, 8, 8), num_residual_blocks=1, style_names=["a", "b", "photo"])
+    multi.save(tmp_path / "multi.keras")
+    targets = benchmark_fast.quality_targets([tmp_path / "multi.keras", small_model_path])
+    assert targets == [(tmp_path / "multi.keras", "a"), (tmp_path / "multi.keras", "b"), (small_model_path, None)]
+    assert benchmark_fast.quality_targets([tmp_path / "multi.keras"], styles=["b"]) == [(tmp_path / "multi.keras", "b")]
 
 
 def test_quality_objective_is_the_training_objective(quality_assets):
     problem = benchmark_fast.build_quality_problem(quality_assets / "models" / "starry.keras",
                                                    quality_assets / "style", size=48, squeezenet_weights=None)
-    assert max(problem.style.shape[1:3]) == 48  # --style-size of the README.
+    assert max(problem.style.shape[1:3]) == 48  # The style size of the saved training configuration.
     assert problem.evaluator.loss_weights == (1.0, 2e-2, 0.5)
     rng = np.random.default_rng(0)
     content = rng.uniform(0, 255, (1, 36, 48, 3)).astype("float32")
