@@ -126,6 +126,12 @@ def _parser():
     fast_quality.add_argument("--styles", nargs="+", default=None,
                               help="only these styles of multi-style networks (default: all but 'photo')")
 
+    peers = sub.add_parser("fast-peers", parents=[common],
+                           help="our fast networks (single, multi-style; widths; precisions) vs pytorch/examples'")
+    peers.add_argument("--size", type=int, default=512, help="image side, pixels (512)")
+    peers.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.5], help="width multipliers (1.0 0.5)")
+    peers.add_argument("--num-styles", type=int, default=13, help="styles of the multi-style networks (13)")
+
     serving = sub.add_parser("serving", parents=[common],
                              help="bounded gRPC load test through the development server")
     serving.add_argument("--model", default="starry_night", help="exported model in saved_models/")
@@ -139,6 +145,10 @@ def _parser():
 def _run_fast(args, weights):
     from benchmarks import fast as benchmark_fast
 
+    if args.suite == "fast-peers":
+        from benchmarks.peers import run_peers_suite
+
+        return run_peers_suite(args.size, args.widths, args.num_styles, warmup=args.warmup, repeats=args.repeats or 7)
     model = getattr(args, "model", "auto")
     model = None if model.lower() == "none" else model
     if args.suite == "fast-inference":
