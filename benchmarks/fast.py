@@ -60,7 +60,7 @@ from nst_tf.transformer import TransformerNet, load_transformer, stylize_image, 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 """The checkout holding these benchmarks (and the shipped saved_models/)."""
-DEFAULT_MODELS = ("saved_models/starry_night/starry_night.keras", "saved_models/mosaic/mosaic.keras")
+DEFAULT_MODELS = ("saved_models/styles/styles.keras",)
 """The shipped networks, relative to the repository root; suites use those that exist."""
 
 PRECISIONS = {"float32": None, "bfloat16": "mixed_bfloat16"}
@@ -197,20 +197,26 @@ def _recast(model, policy):
     return clone
 
 
+def _single_style(paths):
+    """The single-style networks among `paths` (the inference and memory suites call a network without a style)."""
+    return [path for path in paths if load_transformer(path).style_names is None]
+
+
 def load_inference_models(model_path="auto"):
     """The network of a benchmark in each precision.
 
     Args:
-        model_path: a ``.keras`` path, ``"auto"`` (the first of :data:`DEFAULT_MODELS`
-            that exists, else random weights), or None (random weights, seed 0; the
-            compute does not depend on the values).
+        model_path: a ``.keras`` path of a single-style network, ``"auto"`` (the first
+            single-style network of :data:`DEFAULT_MODELS` that exists, else random
+            weights), or None (random weights, seed 0, full width; the compute does not
+            depend on the values).
 
     Returns:
         ``({"float32": TransformerNet, "bfloat16": TransformerNet}, label)``; file models
         go through :func:`load_transformer` (``dtype="mixed_bfloat16"`` for bfloat16).
     """
     if model_path == "auto":
-        found = existing_models()
+        found = _single_style(existing_models())
         model_path = found[0] if found else None
     if model_path is None:
         keras.utils.set_random_seed(0)
@@ -667,7 +673,7 @@ def run_memory_suite(model_path="auto", image_size=4096, tiles=(512, 1024), over
         RuntimeError: a worker process failed (with the end of its stderr).
     """
     if model_path == "auto":
-        found = existing_models()
+        found = _single_style(existing_models())
         model_path = str(found[0]) if found else None
     cases = [{"mode": "tiled", "size": image_size, "tile": tile} for tile in tiles]
     cases += [{"mode": "untiled", "size": size, "tile": None} for size in untiled_sizes]

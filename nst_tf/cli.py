@@ -644,7 +644,7 @@ _EXPORT_DEFAULTS = {"max_image_size": 2048, "output_formats": ("png", "jpeg"), "
 def add_export_arguments(parser):
     """Flags of ``export``; each maps onto an argument of :func:`nst_tf.export.export_model`."""
     d = _EXPORT_DEFAULTS
-    parser.add_argument("model", help="trained TransformerNet, .keras (saved_models/starry_night/starry_night.keras)")
+    parser.add_argument("model", help="trained TransformerNet, .keras (saved_models/styles/styles.keras)")
     parser.add_argument("--name", help="model name in TF Serving (default: the file name without .keras)")
     parser.add_argument("--saved-models", default="saved_models",
                         help="folder of model base paths; writes SAVED_MODELS/NAME/VERSION (%(default)s)")
@@ -674,8 +674,9 @@ def run_export(args):
     result = export.export_model(args.model, pathlib.Path(args.saved_models) / name, version=args.version,
                                  max_image_size=args.max_image_size, output_format=args.output_format,
                                  jpeg_quality=args.jpeg_quality, warmup_size=args.warmup_size, model_name=name)
+    styles = f"; styles {', '.join(result.style_names)}" if result.style_names else ""
     print(f"Exported {name} version {result.version} to {result.path} (signatures "
-          f"{', '.join(export.SIGNATURES)}; images up to {args.max_image_size} px; {result.seconds:.1f} s)")
+          f"{', '.join(result.signatures)}{styles}; images up to {args.max_image_size} px; {result.seconds:.1f} s)")
     return 0
 
 
@@ -684,7 +685,7 @@ def run_export(args):
 
 # nst_tf.training.TrainConfig's defaults, restated so that --help needs no TensorFlow
 # (tests/test_cli.py keeps them equal); flags left out take TrainConfig's own default.
-_TRAIN_DEFAULTS = {"batch_size": 4, "image_size": 256, "style_size": 512, "learning_rate": 1e-3,
+_TRAIN_DEFAULTS = {"batch_size": 4, "image_size": 256, "style_size": 256, "learning_rate": 1e-3,
                    "loss_network": "vgg16", "loss_weights_file": "imagenet", "seed": 0, "strategy": "default",
                    "save_every": 100, "width_multiplier": 1.0, "num_residual_blocks": 5}
 

@@ -129,11 +129,15 @@ class ExportResult:
         path: pathlib.Path. The version folder, ``<base_path>/<version>``.
         version: int. The version number (the folder's name).
         seconds: float. Wall time of the export.
+        signatures: tuple of str. The signatures the version serves.
+        style_names: tuple of str, a multi-style network's styles; empty for one style.
     """
 
     path: pathlib.Path
     version: int
     seconds: float
+    signatures: tuple = ()
+    style_names: tuple = ()
 
 
 def _check_int(name, value, minimum, maximum=None):
@@ -606,7 +610,8 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
-    return ExportResult(base_path / str(version), version, time.perf_counter() - start)
+    return ExportResult(base_path / str(version), version, time.perf_counter() - start,
+                        tuple(module.serving_functions), tuple(module.style_names or ()))
 
 
 def _load(model):

@@ -282,7 +282,8 @@ class TrainConfig:
             (``TF_CONFIG`` cluster).
         backup_dir: folder for ``BackupAndRestore`` (resumes a killed run); None: none.
         log_dir: TensorBoard folder (losses, sample images; also PNG samples); None: none.
-        style_size: int or None. Longest side of the style image, pixels; None keeps it.
+        style_size: int or None. Longest side of the style image, pixels; None keeps it. Defaults
+            to 256 (Johnson's fast-neural-style default: strokes at the scale of 256 px crops).
         save_every: int. Steps between backups, checkpoints and logs. Defaults to 100.
         checkpoint_dir: folder for the latest TransformerNet checkpoint
             (``transformer.keras``, every ``save_every`` steps); None: none.
@@ -327,7 +328,7 @@ class TrainConfig:
     strategy: str = "default"
     backup_dir: Optional[str] = None
     log_dir: Optional[str] = None
-    style_size: Optional[int] = 512
+    style_size: Optional[int] = 256
     save_every: int = 100
     checkpoint_dir: Optional[str] = None
     init_model: Optional[str] = None

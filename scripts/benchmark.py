@@ -134,7 +134,7 @@ def _parser():
 
     serving = sub.add_parser("serving", parents=[common],
                              help="bounded gRPC load test through the development server")
-    serving.add_argument("--model", default="starry_night", help="exported model in saved_models/")
+    serving.add_argument("--model", default="styles", help="exported model in saved_models/")
     serving.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     serving.add_argument("--image-size", type=int, default=256, help="image side, pixels")
     serving.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])

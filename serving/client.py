@@ -15,10 +15,10 @@ exponential backoff (predictions are idempotent).  Failures raise
 
 Command line (``python -m serving.client --help``)::
 
-    python -m serving.client --server localhost:8500 --model starry_night photo.jpg out.png
-    python -m serving.client --rest --model starry_night --label stable a.jpg b.jpg out_dir/
-    python -m serving.client --model starry_night --pixels --max-size 512 photo.jpg out.jpg
-    python -m serving.client --model starry_night --status
+    python -m serving.client --server localhost:8500 --model styles photo.jpg out.png
+    python -m serving.client --rest --model styles --label stable a.jpg b.jpg out_dir/
+    python -m serving.client --model styles --pixels --max-size 512 photo.jpg out.jpg
+    python -m serving.client --model styles --status
     python -m serving.client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
 Sources: TF Serving gRPC API (``tensorflow_serving/apis/prediction_service.proto``,
@@ -542,7 +542,7 @@ def build_parser():
     parser.add_argument("--server", help=f"gRPC host:port ({DEFAULT_GRPC_SERVER}) or, with --rest, the REST URL "
                         f"({DEFAULT_REST_SERVER})")
     parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
-    parser.add_argument("--model", required=True, help="model name, e.g. starry_night")
+    parser.add_argument("--model", required=True, help="model name, e.g. styles")
     selection = parser.add_mutually_exclusive_group()
     selection.add_argument("--version", type=int, help="model version (default: the latest)")
     selection.add_argument("--label", help="model version label, e.g. stable")

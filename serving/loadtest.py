@@ -9,7 +9,7 @@ in-process.
 
 Command line (starts a development server on loopback unless ``--server`` is given)::
 
-    python -m serving.loadtest --model starry_night --requests 2000 --image-size 256
+    python -m serving.loadtest --model styles --requests 2000 --image-size 256
 """
 
 import argparse
@@ -60,7 +60,7 @@ def _drive(call, requests, concurrency):
 
 
 def run_serving_suite(client_factory, requests=2000, image_size=256, concurrencies=(1, 4, 16), in_process=None,
-                      in_process_concurrency=4, server_memory=None, warmup_requests=4):
+                      in_process_concurrency=4, server_memory=None, warmup_requests=4, style=None):
     """Measures the serving path under load.
 
     Args:
@@ -78,6 +78,7 @@ def run_serving_suite(client_factory, requests=2000, image_size=256, concurrenci
             warm-up burst at the highest concurrency and after the last run.
         warmup_requests: int. Untimed requests sent first at each level (times the
             highest concurrency for the initial burst). Defaults to 4.
+        style: str or None. The style of a multi-style network (``client.stylize(image, style)``).
 
     Returns:
         dict: ``image_size``, ``requests``, ``runs`` (one dict per concurrency:
@@ -90,13 +91,14 @@ def run_serving_suite(client_factory, requests=2000, image_size=256, concurrenci
     from nst_tf.export import warmup_image
 
     image = warmup_image(image_size)[None]
-    report = {"image_size": image_size, "requests": requests, "runs": []}
+    report = {"image_size": image_size, "requests": requests, "runs": [], "style": style}
+    extra = () if style is None else (style,)
     # Warm up at the highest concurrency first: the server's allocator pools, kernel caches and the
     # activations of that many requests in flight are its steady state, not growth.
     client = client_factory()
     try:
         peak = max(concurrencies)
-        _drive(lambda: client.stylize(image), warmup_requests * peak, peak)
+        _drive(lambda: client.stylize(image, *extra), warmup_requests * peak, peak)
     finally:
         client.close()
     memory_before = server_memory() if server_memory else None
@@ -104,8 +106,8 @@ def run_serving_suite(client_factory, requests=2000, image_size=256, concurrenci
         client = client_factory()
         try:
             for _ in range(warmup_requests):
-                client.stylize(image)
-            seconds, latencies, errors = _drive(lambda: client.stylize(image), requests, concurrency)
+                client.stylize(image, *extra)
+            seconds, latencies, errors = _drive(lambda: client.stylize(image, *extra), requests, concurrency)
         finally:
             client.close()
         report["runs"].append({
@@ -172,7 +174,12 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
     versions = list_versions(base)
     if not versions:
         raise FileNotFoundError(f"no exported version in {base}; run python scripts/export.py first")
-    serve = tf.saved_model.load(str(base / str(versions[-1]))).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(base / str(versions[-1])))
+    serve, style = loaded.signatures["serving_default"], None
+    if "style_names" in loaded.signatures:  # A multi-style network: its first style.
+        style = loaded.signatures["style_names"](style_index=tf.constant([0]))["style_names"].numpy()[0].decode()
+        default = serve
+        serve = lambda images: default(images=images, style=tf.constant([style]))  # noqa: E731
     process = None
     with tempfile.TemporaryDirectory() as folder:
         if server is None:
@@ -184,7 +191,7 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
         try:
             report = run_serving_suite(lambda: GrpcClient(server, model, timeout=120), requests, image_size,
                                        concurrencies, in_process=lambda x: serve(images=x),
-                                       server_memory=process.memory_bytes if process else None)
+                                       server_memory=process.memory_bytes if process else None, style=style)
         finally:
             if process is not None:
                 process.stop()
@@ -194,7 +201,7 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model name, e.g. starry_night")
+    parser.add_argument("--model", required=True, help="model name, e.g. styles")
     parser.add_argument("--saved-models", default="saved_models", help="model base paths (%(default)s)")
     parser.add_argument("--server", help="gRPC host:port of a running server (default: start a dev server)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level (%(default)s)")

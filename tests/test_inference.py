@@ -11,7 +11,7 @@ from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
 from nst_tf.transformer import TransformerNet, load_transformer, stylize_image
 
-SHIPPED = ROOT / "saved_models" / "starry_night" / "starry_night.keras"
+SHIPPED = ROOT / "saved_models" / "styles" / "styles.keras"
 # float32 rounding: the graph sums in another order (phase kernels, blocked head, oneDNN's
 # batch norm), measured at most 2e-3 of a pixel level on [0, 255] (own statistics) for sides >= 16 px;
 # smaller images have 2 x 2 bottleneck maps whose few-pixel statistics amplify rounding (6e-3 at 8 x 12).
@@ -147,13 +147,14 @@ def test_bfloat16_graph(net):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
-def test_shipped_starry_night():
+def test_shipped_multi_style_network():
     model = load_transformer(SHIPPED)
     graph = TransformerInference(model)
     x = _photo((1, 97, 130, 3), seed=8)
-    np.testing.assert_allclose(graph(x), model(x), atol=ATOL, rtol=0)
-    _, statistics = model(_photo((1, 48, 64, 3), seed=9), return_statistics=True)
-    out, reference = graph(x, statistics=statistics), model(x, statistics=statistics)
+    style = model.style_weights({model.style_names[0]: 1, model.style_names[1]: 1})
+    np.testing.assert_allclose(graph(x, style=style), model(x, style=style), atol=ATOL, rtol=0)
+    _, statistics = model(_photo((1, 48, 64, 3), seed=9), style=style, return_statistics=True)
+    out, reference = graph(x, style=style, statistics=statistics), model(x, style=style, statistics=statistics)
     np.testing.assert_allclose(out, reference, atol=ATOL_GIVEN, rtol=0)
     assert float(np.abs(out - reference).mean()) < MEAN_GIVEN
 

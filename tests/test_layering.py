@@ -76,7 +76,7 @@ def test_the_light_modules_import_without_tensorflow():
 @pytest.mark.slow
 def test_keras_loads_a_shipped_network_after_import_nst_tf():
     code = ("import nst_tf, keras\n"
-            "model = keras.models.load_model('saved_models/mosaic/mosaic.keras')\n"
+            "model = keras.models.load_model('saved_models/styles/styles.keras')\n"
             "print(type(model).__module__, type(model).__name__)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
