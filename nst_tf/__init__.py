@@ -74,7 +74,8 @@ _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst
 # Submodules reachable as attributes (``nst_tf.data.photo_dataset``), imported on first use.
 _SUBMODULES = frozenset({
     "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files", "images",
-    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "spatial", "training", "transformer",
+    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "signatures", "spatial", "training",
+    "transformer",
 })
 
 

@@ -668,14 +668,14 @@ def run_export(args):
         raise ConfigError(f"Model file not found: give the .keras file of a trained network. "
                           f"Received: model='{args.model}'")
     import_tensorflow(args.verbose)
-    from nst_tf import export
+    from nst_tf import export, signatures
 
     name = export.check_model_name(args.name or pathlib.Path(args.model).stem)
     result = export.export_model(args.model, pathlib.Path(args.saved_models) / name, version=args.version,
                                  max_image_size=args.max_image_size, output_format=args.output_format,
                                  jpeg_quality=args.jpeg_quality, warmup_size=args.warmup_size, model_name=name)
     print(f"Exported {name} version {result.version} to {result.path} (signatures "
-          f"{', '.join(export.SIGNATURES)}; images up to {args.max_image_size} px; {result.seconds:.1f} s)")
+          f"{', '.join(signatures.SIGNATURES)}; images up to {args.max_image_size} px; {result.seconds:.1f} s)")
     return 0
 
 

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nst_tf import signatures
 from nst_tf.errors import ConfigError, ImageError, WeightsError
 from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
 
@@ -566,24 +567,22 @@ class SavedModelStylizer:
     """
 
     def __init__(self, path):
-        from nst_tf import export
-
         received = f"Received: path='{path}'"
         try:
             loaded = tf.saved_model.load(str(path))
-            self._signature = loaded.signatures[export.SIGNATURE_IMAGES]
+            self._signature = loaded.signatures[signatures.SIGNATURE_IMAGES]
         except (OSError, KeyError, ValueError) as error:
-            raise WeightsError(f"Folder is not an nst_tf SavedModel with a {export.SIGNATURE_IMAGES!r} signature "
+            raise WeightsError(f"Folder is not an nst_tf SavedModel with a {signatures.SIGNATURE_IMAGES!r} signature "
                                f"({type(error).__name__}). Pass a version folder written by scripts/export.py. "
                                f"{received}") from None
         self._loaded = loaded  # Keeps the signature's variables alive.
-        self._input, self._output = export.INPUT_IMAGES, export.OUTPUT_IMAGES
+        self._input, self._output = signatures.INPUT_IMAGES, signatures.OUTPUT_IMAGES
         self.style_names = None
-        if export.SIGNATURE_BLEND in loaded.signatures:
-            self._signature = loaded.signatures[export.SIGNATURE_BLEND]
-            count = self._signature.structured_input_signature[1][export.INPUT_STYLE_WEIGHTS].shape[-1]
-            names = loaded.signatures[export.SIGNATURE_STYLE_NAMES](
-                **{export.INPUT_STYLE_INDEX: tf.range(count)})[export.OUTPUT_STYLE_NAMES]
+        if signatures.SIGNATURE_BLEND in loaded.signatures:
+            self._signature = loaded.signatures[signatures.SIGNATURE_BLEND]
+            count = self._signature.structured_input_signature[1][signatures.INPUT_STYLE_WEIGHTS].shape[-1]
+            names = loaded.signatures[signatures.SIGNATURE_STYLE_NAMES](
+                **{signatures.INPUT_STYLE_INDEX: tf.range(count)})[signatures.OUTPUT_STYLE_NAMES]
             self.style_names = [name.decode() for name in names.numpy()]
 
     @property
@@ -596,15 +595,13 @@ class SavedModelStylizer:
         return np.asarray(_style_weights(self.style_names, style, strength), np.float32)
 
     def __call__(self, images, training=False, style=None):
-        from nst_tf import export
-
         pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
         inputs = {self._input: pixels}
         if self.style_names is not None:
             if style is None:
                 raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); "
                                   f"pass `style`. Received: style=None")
-            inputs[export.INPUT_STYLE_WEIGHTS] = style_matrix(style, self.num_styles, tf.shape(pixels)[0])
+            inputs[signatures.INPUT_STYLE_WEIGHTS] = style_matrix(style, self.num_styles, tf.shape(pixels)[0])
         elif style is not None:
             raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
         return tf.cast(self._signature(**inputs)[self._output], tf.float32)

@@ -47,7 +47,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 
 from nst_tf import files, images  # noqa: E402
 from nst_tf.errors import NstError  # noqa: E402
-from nst_tf.export import SIGNATURE_BYTES, SIGNATURE_IMAGES  # noqa: E402
+from nst_tf.signatures import SIGNATURE_BYTES, SIGNATURE_IMAGES  # noqa: E402
 from serving import status as status_table  # noqa: E402
 
 DEFAULT_GRPC_SERVER = "localhost:8500"

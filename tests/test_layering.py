@@ -66,7 +66,7 @@ def test_the_import_graph_has_no_cycle():
 def test_the_light_modules_import_without_tensorflow():
     code = ("import sys\n"
             "import nst_tf, nst_tf.images, nst_tf.errors, nst_tf.files, nst_tf.config, nst_tf.backbones, "
-            "nst_tf.memory, nst_tf.color, nst_tf.cli\n"
+            "nst_tf.memory, nst_tf.color, nst_tf.signatures, nst_tf.cli\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
