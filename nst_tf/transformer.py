@@ -218,6 +218,18 @@ class TransformerNet(keras.Model):
         """Number of styles of a multi-style network; None for a single-style network."""
         return None if self.style_names is None else len(self.style_names)
 
+    def conv_blocks(self):
+        """The normalized convolutions of every block, in the order the network applies them.
+
+        Returns:
+            list of ``(block, convs)``, one per entry of ``blocks``: the block and its
+            normalized :class:`~nst_tf.layers.ConvBlock` layers -- ``[block.block1,
+            block.block2]`` of a ResidualBlock, ``[block.block]`` of an UpsampleConv2D,
+            ``[block]`` of a ConvBlock.  The head is not among them.
+        """
+        return [(block, [block.block1, block.block2] if isinstance(block, ResidualBlock) else (
+            [block.block] if isinstance(block, UpsampleConv2D) else [block])) for block in self.blocks]
+
     def norm_layers(self):
         """The instance normalization layers in the order the network applies them.
 
@@ -225,12 +237,7 @@ class TransformerNet(keras.Model):
             list of ``(ConvBlock, InstanceNormalization)`` pairs, one per normalized
             convolution (15 for 5 residual blocks); the head has none.
         """
-        pairs = []
-        for block in self.blocks:
-            convs = [block.block1, block.block2] if isinstance(block, ResidualBlock) else (
-                [block.block] if isinstance(block, UpsampleConv2D) else [block])
-            pairs.extend((conv, conv.norm) for conv in convs)
-        return pairs
+        return [(conv, conv.norm) for _, convs in self.conv_blocks() for conv in convs]
 
     def style_weights(self, style=None, strength=1.0):
         """Blend weights over this network's styles for a user's style selection.

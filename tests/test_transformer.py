@@ -46,6 +46,17 @@ def test_architecture_matches_johnson():
     assert model.count_params() == 1_679_235
 
 
+def test_conv_blocks_and_norm_layers_follow_the_order_of_application():
+    model = TransformerNet(**SMALL)
+    model.build((None, None, None, 3))
+    structure = model.conv_blocks()
+    assert [block for block, _ in structure] == model.blocks
+    assert [len(convs) for _, convs in structure] == [1, 1, 1, 2, 1, 1]  # conv1-3, res1, up1-2.
+    convs = [conv for _, convs in structure for conv in convs]
+    assert [conv.norm for conv in convs] == [norm for _, norm in model.norm_layers()]
+    assert [conv.conv.kernel.shape[-1] for conv in convs] == [8, 16, 16, 16, 16, 16, 8]
+
+
 def test_get_config_round_trip():
     model = TransformerNet(**SMALL, name="small")
     x = _image(20, 13)
