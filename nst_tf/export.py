@@ -61,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.errors import ConfigError, WeightsError
+from nst_tf.inference import TransformerInference
 from nst_tf.signatures import (
     INPUT_BYTES,
     INPUT_IMAGES,
@@ -75,6 +76,8 @@ from nst_tf.signatures import (
     SIGNATURE_IMAGES,
     SIGNATURE_STYLE_NAMES,
 )
+from nst_tf.stylizer import load_transformer
+from nst_tf.transformer import TransformerNet
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 """Warm-up requests, relative to a version folder (TF Serving's fixed location)."""
@@ -304,9 +307,6 @@ class StylizeModule(tf.Module):
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
                               f"Received: output_format={output_format!r}")
-        from nst_tf.inference import TransformerInference
-        from nst_tf.transformer import TransformerNet
-
         self.network = TransformerInference(model) if isinstance(model, TransformerNet) else None
         if self.network is None:
             self.model = model
@@ -582,8 +582,6 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
 
 def _load(model):
     if isinstance(model, (str, os.PathLike)):
-        from nst_tf.transformer import load_transformer
-
         return load_transformer(model)
     return model
 

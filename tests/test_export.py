@@ -332,7 +332,7 @@ def test_multi_style_savedmodel_refuses_bad_styles(multi_export, signature, inpu
 
 
 def test_saved_model_stylizer_discovers_the_style_names(multi_export):
-    from nst_tf.transformer import SavedModelStylizer, stylize_image
+    from nst_tf.stylizer import SavedModelStylizer, stylize_image
 
     model, _, path = multi_export
     stylizer = SavedModelStylizer(path)
