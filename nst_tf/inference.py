@@ -390,8 +390,8 @@ class TransformerInference(tf.Module):
     def forward_one_image(self, images, style=None):
         """The forward pass of a batch of ONE image without the per-image loop (``tf.map_fn``).
 
-        Same ops as :meth:`stylize`, all in the calling graph: what
-        :func:`benchmarks.fast.graph_conv_flops` needs to see the executed convolutions.
+        Same ops as :meth:`stylize`, all in the calling graph, so that a trace of this
+        call shows every executed convolution (to count their FLOPs).
 
         Args:
             images: float32 ``[1, H, W, 3]`` in [0, 255].
