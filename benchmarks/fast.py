@@ -5,7 +5,7 @@ under the subcommand name given here:
 
 * ``fast-inference``: median seconds per image of :class:`~nst_tf.transformer.TransformerNet`
   at 256, 512 and 1024 px, float32 and bfloat16 (``load_transformer(path,
-  dtype="mixed_bfloat16")``), through the library's :func:`~nst_tf.transformer.stylize_image`
+  dtype="mixed_bfloat16")``), through the library's :func:`~nst_tf.stylizer.stylize_image`
   (the compiled :class:`~nst_tf.inference.TransformerInference` graph) and, as baselines,
   through the Keras call of the model (eager, and in a ``tf.function``); conv GFLOP/s of
   the *architecture's* FLOPs against the float32 3x3 conv peak measured round-robin in
@@ -13,8 +13,8 @@ under the subcommand name given here:
   (fewer: sub-pixel upsampling convolutions; a blocked head); then, at one size, where
   the time goes (each convolution group alone) and what each change gains (variants).
 * ``fast-memory``: peak resident memory (``ru_maxrss``) of a fresh process stylizing
-  a 4096 x 4096 image with :func:`~nst_tf.transformer.stylize_tiled`, and of untiled
-  :func:`~nst_tf.transformer.stylize_image` at 1024 / 2048 px for contrast.
+  a 4096 x 4096 image with :func:`~nst_tf.stylizer.stylize_tiled`, and of untiled
+  :func:`~nst_tf.stylizer.stylize_image` at 1024 / 2048 px for contrast.
 * ``fast-training``: images per second of :class:`~nst_tf.training.FastStyleTrainer`
   steps (``train_on_batch``: the same compiled train function as ``fit``) at 256 px,
   batch 4, for each loss network, timed round-robin.
@@ -56,7 +56,8 @@ from nst_tf.config import StyleConfig
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import TransformerInference, inference_graph
 from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer
-from nst_tf.transformer import TransformerNet, load_transformer, stylize_image, stylize_tiled
+from nst_tf.stylizer import load_transformer, stylize_image, stylize_tiled
+from nst_tf.transformer import TransformerNet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 """The checkout holding these benchmarks (and the shipped saved_models/)."""
@@ -129,7 +130,7 @@ def executed_conv_flops(model, input_shape, **options):
     """Forward conv FLOPs the library's inference graph executes for one image, list of ConvFlops.
 
     Counts the graph of :meth:`nst_tf.inference.TransformerInference.forward_one_image`
-    (the same ops as :func:`~nst_tf.transformer.stylize_image`, without the per-image
+    (the same ops as :func:`~nst_tf.stylizer.stylize_image`, without the per-image
     loop): 2x2 phase convolutions instead of the upsampling 3x3 ones, the blocked head.
 
     Args:
@@ -414,7 +415,7 @@ def run_inference_suite(model_path="auto", sizes=(256, 512, 1024), warmup=2, rep
 
     For each size, times round-robin (:func:`~benchmarks.core.time_side_by_side`) the
     float32 and bfloat16 networks, each through the library's
-    :func:`~nst_tf.transformer.stylize_image` (its compiled inference graph) and, as
+    :func:`~nst_tf.stylizer.stylize_image` (its compiled inference graph) and, as
     baselines, through the model's Keras call (eager, as ``stylize_image`` did before,
     and :func:`compiled_call`), together with the float32 peak probe
     (:class:`~benchmarks.core.ConvPeakProbe`) and bfloat16 3x3 convs of the same
@@ -604,7 +605,7 @@ def _variant_table(models, size, names, warmup, repeats, load, probe):
 
 def _inference_notes(rows, label, groups):
     notes = [
-        f"Network: {label}. '{LIBRARY_PATH}' is nst_tf.transformer.stylize_image: the model's cached compiled "
+        f"Network: {label}. '{LIBRARY_PATH}' is nst_tf.stylizer.stylize_image: the model's cached compiled "
         "inference graph (nst_tf.inference.TransformerInference, one tf.function with input signature "
         "[None, None, None, 3]), NumPy in and out. Baselines: the model's Keras call, eager (what stylize_image "
         "ran before) and in one tf.function (benchmarks.fast.compiled_call). Input: a smooth random 'photo'.",
@@ -658,9 +659,9 @@ def run_memory_suite(model_path="auto", image_size=4096, tiles=(512, 1024), over
     Args:
         model_path: see :func:`load_inference_models`.
         image_size: int. Side of the square image of the tiled cases, pixels.
-        tiles: ints. Tile sides of :func:`~nst_tf.transformer.stylize_tiled`.
+        tiles: ints. Tile sides of :func:`~nst_tf.stylizer.stylize_tiled`.
         overlap: int. Tile overlap, pixels.
-        untiled_sizes: ints. Sides of the untiled :func:`~nst_tf.transformer.stylize_image` cases.
+        untiled_sizes: ints. Sides of the untiled :func:`~nst_tf.stylizer.stylize_image` cases.
         precision: ``"float32"`` or ``"bfloat16"``.
 
     Returns:

@@ -54,14 +54,14 @@ _EXPORTS = {
     "StyleObjective": "nst_tf.optimize",
     "StylizeResult": "nst_tf.optimize",
     "stylize": "nst_tf.optimize",
+    "load_stylizer": "nst_tf.stylizer",
+    "load_transformer": "nst_tf.stylizer",
+    "stylize_image": "nst_tf.stylizer",
+    "stylize_tiled": "nst_tf.stylizer",
     "FastStyleTrainer": "nst_tf.training",
     "TrainConfig": "nst_tf.training",
     "train": "nst_tf.training",
     "TransformerNet": "nst_tf.transformer",
-    "load_stylizer": "nst_tf.transformer",
-    "load_transformer": "nst_tf.transformer",
-    "stylize_image": "nst_tf.transformer",
-    "stylize_tiled": "nst_tf.transformer",
     "with_added_style": "nst_tf.transformer",
 }
 
@@ -74,7 +74,8 @@ _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst
 # Submodules reachable as attributes (``nst_tf.data.photo_dataset``), imported on first use.
 _SUBMODULES = frozenset({
     "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files", "images",
-    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "spatial", "training", "transformer",
+    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "signatures", "spatial", "stylizer",
+    "training", "transformer",
 })
 
 

@@ -431,9 +431,9 @@ def run_fast_stylize(args):
 
     import numpy as np
 
-    from nst_tf import color, transformer
+    from nst_tf import color, stylizer, transformer
 
-    model = transformer.load_stylizer(args.model)
+    model = stylizer.load_stylizer(args.model)
     if args.tile and not isinstance(model, transformer.TransformerNet):
         raise ConfigError(f"--tile needs the .keras file of the network (tiles share its normalization "
                           f"statistics). Received: model='{args.model}'")
@@ -453,11 +453,11 @@ def run_fast_stylize(args):
             chunk = indices[first:first + args.batch_size]
             if args.tile and max(photos[chunk[0]].shape[1:3]) > args.tile:
                 for i in chunk:
-                    results[i] = transformer.stylize_tiled(model, photos[i], args.tile, args.overlap,
-                                                           precision=precision, style=style)
+                    results[i] = stylizer.stylize_tiled(model, photos[i], args.tile, args.overlap,
+                                                        precision=precision, style=style)
             else:
-                batch = transformer.stylize_image(model, np.concatenate([photos[i] for i in chunk]),
-                                                  precision=precision, style=style)
+                batch = stylizer.stylize_image(model, np.concatenate([photos[i] for i in chunk]),
+                                               precision=precision, style=style)
                 for i, result in zip(chunk, batch):
                     results[i] = result[None]
     for photo, result, target in zip(photos, results, targets):
@@ -565,7 +565,7 @@ def _run(function, args):
 
 # --- commands: one description per command, shared by `nst-tf COMMAND` and scripts/COMMAND.py ---
 
-_INFERENCE_PRECISIONS = ("float32", "bfloat16")  # nst_tf.transformer.INFERENCE_PRECISIONS, without TensorFlow.
+_INFERENCE_PRECISIONS = ("float32", "bfloat16")  # nst_tf.stylizer.INFERENCE_PRECISIONS, without TensorFlow.
 
 
 def _commands():
@@ -668,7 +668,7 @@ def run_export(args):
         raise ConfigError(f"Model file not found: give the .keras file of a trained network. "
                           f"Received: model='{args.model}'")
     import_tensorflow(args.verbose)
-    from nst_tf import export
+    from nst_tf import export, signatures
 
     name = export.check_model_name(args.name or pathlib.Path(args.model).stem)
     result = export.export_model(args.model, pathlib.Path(args.saved_models) / name, version=args.version,

@@ -34,7 +34,7 @@ names) takes the style next to the images: ``serving_default`` and
 ``stylize_bytes`` gain a string input ``style`` (one name per image, or one for
 the batch); ``stylize_blend`` takes ``images`` and float32 ``style_weights``
 ``[batch or 1, N]`` (blending in the normalization parameters, Dumoulin et al.
-2017); ``style_names`` maps indices to names (see :data:`MULTI_STYLE_SIGNATURES`).
+2017); ``style_names`` maps indices to names (see :data:`nst_tf.signatures.MULTI_STYLE_SIGNATURES`).
 An unknown name fails the request with ``INVALID_ARGUMENT`` naming the styles.
 
 The SavedModel holds only standard TensorFlow ops and variables: it loads with
@@ -61,49 +61,23 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.errors import ConfigError, WeightsError
-
-SIGNATURE_IMAGES = "serving_default"
-"""Signature of uint8 pixels (``tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY``)."""
-SIGNATURE_BYTES = "stylize_bytes"
-"""Signature of encoded image files."""
-INPUT_IMAGES = "images"
-"""Input of ``serving_default``: uint8 ``[batch, height, width, 3]``, RGB."""
-OUTPUT_IMAGES = "stylized_images"
-"""Output of ``serving_default``: uint8 ``[batch, height, width, 3]``, RGB."""
-INPUT_BYTES = "image_bytes"
-"""Input of ``stylize_bytes``: string ``[batch]``, each a JPEG, PNG, GIF, BMP or WebP file."""
-OUTPUT_BYTES = "stylized_image_bytes"
-"""Output of ``stylize_bytes``: string ``[batch]``, each a PNG (or JPEG) file."""
-SIGNATURES = {
-    SIGNATURE_IMAGES: (INPUT_IMAGES, OUTPUT_IMAGES),
-    SIGNATURE_BYTES: (INPUT_BYTES, OUTPUT_BYTES),
-}
-"""``{signature: (input name, output name)}`` of every exported SavedModel (the image input)."""
-
-SIGNATURE_BLEND = "stylize_blend"
-"""Multi-style networks: signature of uint8 pixels and blend weights over the styles."""
-SIGNATURE_STYLE_NAMES = "style_names"
-"""Multi-style networks: signature that names the styles, for discovery by clients."""
-INPUT_STYLE = "style"
-"""Multi-style input of ``serving_default`` and ``stylize_bytes``: string ``[batch]`` style names
-(or ``[1]``, applied to the whole batch)."""
-INPUT_STYLE_WEIGHTS = "style_weights"
-"""Input of ``stylize_blend``: float32 ``[batch or 1, num_styles]`` blend weights, used as given."""
-INPUT_STYLE_INDEX = "style_index"
-"""Input of ``style_names``: int32 ``[k]`` style indices, 0 to num_styles - 1."""
-OUTPUT_STYLE_NAMES = "style_names"
-"""Output of ``style_names``: string ``[k]``, the names of the given indices."""
-MULTI_STYLE_SIGNATURES = {
-    SIGNATURE_IMAGES: ((INPUT_IMAGES, INPUT_STYLE), OUTPUT_IMAGES),
-    SIGNATURE_BYTES: ((INPUT_BYTES, INPUT_STYLE), OUTPUT_BYTES),
-    SIGNATURE_BLEND: ((INPUT_IMAGES, INPUT_STYLE_WEIGHTS), OUTPUT_IMAGES),
-    SIGNATURE_STYLE_NAMES: ((INPUT_STYLE_INDEX,), OUTPUT_STYLE_NAMES),
-}
-"""``{signature: (input names, output name)}`` of a multi-style network's SavedModel.
-
-The number of styles N is the static last dimension of ``stylize_blend``'s
-``style_weights`` input (GetModelMetadata); ``style_names`` with indices ``0..N-1``
-returns their names, so clients need no list of their own."""
+from nst_tf.inference import TransformerInference
+from nst_tf.signatures import (
+    INPUT_BYTES,
+    INPUT_IMAGES,
+    INPUT_STYLE,
+    INPUT_STYLE_INDEX,
+    INPUT_STYLE_WEIGHTS,
+    OUTPUT_BYTES,
+    OUTPUT_IMAGES,
+    OUTPUT_STYLE_NAMES,
+    SIGNATURE_BLEND,
+    SIGNATURE_BYTES,
+    SIGNATURE_IMAGES,
+    SIGNATURE_STYLE_NAMES,
+)
+from nst_tf.stylizer import load_transformer
+from nst_tf.transformer import TransformerNet
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 """Warm-up requests, relative to a version folder (TF Serving's fixed location)."""
@@ -337,9 +311,6 @@ class StylizeModule(tf.Module):
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
                               f"Received: output_format={output_format!r}")
-        from nst_tf.inference import TransformerInference
-        from nst_tf.transformer import TransformerNet
-
         self.network = TransformerInference(model) if isinstance(model, TransformerNet) else None
         if self.network is None:
             self.model = model
@@ -616,8 +587,6 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
 
 def _load(model):
     if isinstance(model, (str, os.PathLike)):
-        from nst_tf.transformer import load_transformer
-
         return load_transformer(model)
     return model
 

@@ -85,16 +85,16 @@ class _Conv:
 def _convs_of(model):
     """The normalized convolutions of a TransformerNet in order, and its head conv layer."""
     convs = []
-    for block, norm in model.norm_layers():
-        parent = next(b for b in model.blocks if block is b or block in (
-            getattr(b, "block1", None), getattr(b, "block2", None), getattr(b, "block", None)))
-        role = _PLAIN
-        if isinstance(parent, ResidualBlock):
-            role = _RES1 if block is parent.block1 else _RES2
-        elif isinstance(parent, UpsampleConv2D):
-            role = _UP
-        convs.append(_Conv(block.conv.kernel, block.conv.bias if block.conv.use_bias else None, norm.gamma,
-                           norm.beta, float(norm.epsilon), int(block.strides), block.activation == "relu", role))
+    for parent, blocks in model.conv_blocks():
+        for position, block in enumerate(blocks):
+            role = _PLAIN
+            if isinstance(parent, ResidualBlock):
+                role = (_RES1, _RES2)[position]
+            elif isinstance(parent, UpsampleConv2D):
+                role = _UP
+            norm = block.norm
+            convs.append(_Conv(block.conv.kernel, block.conv.bias if block.conv.use_bias else None, norm.gamma,
+                               norm.beta, float(norm.epsilon), int(block.strides), block.activation == "relu", role))
     return convs, model.head.conv
 
 
@@ -264,7 +264,8 @@ class TransformerInference(tf.Module):
         self.head_block = head_block
         self._convs, head = _convs_of(model)
         self._head_kernel, self._head_bias = head.kernel, head.bias if head.use_bias else None
-        self._structure = [type(block).__name__ for block in model.blocks]
+        # Statistics nest as the blocks return them: a residual block holds its two convolutions' pairs.
+        self._residual = [isinstance(block, ResidualBlock) for block in model.blocks]
         # Tracked, so that a SavedModel of this module holds the variables its functions read.
         self.weights = list(model.weights)
         self._channels = [int(c.kernel.shape[-1]) for c in self._convs]
@@ -389,8 +390,8 @@ class TransformerInference(tf.Module):
     def forward_one_image(self, images, style=None):
         """The forward pass of a batch of ONE image without the per-image loop (``tf.map_fn``).
 
-        Same ops as :meth:`stylize`, all in the calling graph: what
-        :func:`benchmarks.fast.graph_conv_flops` needs to see the executed convolutions.
+        Same ops as :meth:`stylize`, all in the calling graph, so that a trace of this
+        call shows every executed convolution (to count their FLOPs).
 
         Args:
             images: float32 ``[1, H, W, 3]`` in [0, 255].
@@ -413,8 +414,8 @@ class TransformerInference(tf.Module):
         """
         means, variances = [], []
         try:
-            for kind, item in zip(self._structure, statistics, strict=True):
-                pairs = [item[0][0], item[1][0]] if kind == "ResidualBlock" else [item[0]]
+            for residual, item in zip(self._residual, statistics, strict=True):
+                pairs = [item[0][0], item[1][0]] if residual else [item[0]]
                 for mean, variance in pairs:
                     means.append(tf.cast(mean, tf.float32))
                     variances.append(tf.cast(variance, tf.float32))
@@ -425,15 +426,15 @@ class TransformerInference(tf.Module):
         if not shapes_ok:
             raise ConfigError(f"`statistics` must be the nested list of (mean, variance) pairs, each "
                               f"[B or 1, 1, 1, C], that return_statistics=True gives for this network "
-                              f"({len(self._structure)} blocks). Received: {type(statistics).__name__}")
+                              f"({len(self._residual)} blocks). Received: {type(statistics).__name__}")
         return means, variances
 
     def nest_statistics(self, means, variances):
         """``(means, variances)`` lists -> the nested statistics of ``TransformerNet.call``."""
         pairs = iter(zip(means, variances))
         nested = []
-        for kind in self._structure:
-            nested.append([[next(pairs)], [next(pairs)]] if kind == "ResidualBlock" else [next(pairs)])
+        for residual in self._residual:
+            nested.append([[next(pairs)], [next(pairs)]] if residual else [next(pairs)])
         return nested
 
     def _style(self, style, batch):

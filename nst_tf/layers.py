@@ -12,7 +12,7 @@ Every layer keeps its constructor arguments as attributes and returns them from
 ``keras.models.load_model`` restores weights without running the layer.
 
 Instance normalization optionally uses *given* statistics instead of the input's
-own: the tiled inference of :mod:`nst_tf.transformer` normalizes every tile with
+own: the tiled inference of :mod:`nst_tf.stylizer` normalizes every tile with
 the statistics of the whole image (or its thumbnail), which is what makes tiles
 agree.  The layers therefore accept ``statistics=`` and ``return_statistics=``
 call arguments; with their defaults they are ordinary layers.

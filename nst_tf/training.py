@@ -32,7 +32,8 @@ from nst_tf import backbones, data, files, images, losses
 from nst_tf.config import STRATEGIES, TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
-from nst_tf.transformer import PHOTO_STYLE, TransformerNet, load_transformer, with_added_style
+from nst_tf.stylizer import load_transformer
+from nst_tf.transformer import PHOTO_STYLE, TransformerNet, with_added_style
 
 DEFAULT_LAYERS = TRAIN_LAYERS
 """``{loss_network: (content_layers, style_layers)}``."""

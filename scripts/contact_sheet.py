@@ -70,17 +70,17 @@ def _labelled_row(panels, labels, height):
 
 
 def _stylize(model, photo_path, style, size):
-    from nst_tf import images, transformer
+    from nst_tf import images, stylizer
 
     photo = images.load_image(photo_path, max_size=size)
     weights = model.style_weights(style) if model.style_names else None
-    return Image.fromarray(images.to_uint8(transformer.stylize_image(model, photo, style=weights)[0]))
+    return Image.fromarray(images.to_uint8(stylizer.stylize_image(model, photo, style=weights)[0]))
 
 
 def run_sheets(args):
-    from nst_tf import transformer
+    from nst_tf import stylizer
 
-    model = transformer.load_transformer(args.model)
+    model = stylizer.load_transformer(args.model)
     names = model.style_names or [pathlib.Path(args.model).stem]
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -104,9 +104,9 @@ def run_sheets(args):
 
 
 def run_grid(args):
-    from nst_tf import images, transformer
+    from nst_tf import images, stylizer, transformer
 
-    model = transformer.load_transformer(args.model)
+    model = stylizer.load_transformer(args.model)
     assets = pathlib.Path(args.assets)
     styles = args.styles or [name for name in model.style_names if name != transformer.PHOTO_STYLE]
     unknown = [name for name in styles if name not in model.style_names]
@@ -121,7 +121,7 @@ def run_grid(args):
         image = images.load_image(path, max_size=args.size)
         row = [Image.fromarray(images.to_uint8(image[0]))]
         for style in styles:
-            result = transformer.stylize_image(model, image, style=model.style_weights(style))
+            result = stylizer.stylize_image(model, image, style=model.style_weights(style))
             row.append(Image.fromarray(images.to_uint8(result[0])))
         rows.append([_height(panel, cell) for panel in row])
     header = [Image.new("RGB", (rows[0][0].width, 14), "white")] + [

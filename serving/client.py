@@ -5,7 +5,7 @@ Both talk to TensorFlow Serving (or ``serving.dev_server``) and share one interf
 (image files through ``stylize_bytes``), :meth:`status` (``GetModelStatus``),
 :meth:`metadata` (``GetModelMetadata``) and :meth:`wait_until_available`.  The image
 input and output names come from the model's metadata; the signature names, and the
-style inputs of a multi-style network, are shared with the exporter (:mod:`nst_tf.export`).
+style inputs of a multi-style network, are shared with the exporter (:mod:`nst_tf.signatures`).
 A multi-style network's styles are discovered at run time (:meth:`style_names`: the
 number of styles from the metadata, their names from the ``style_names`` signature);
 :meth:`stylize` then takes a style name or a blend and a strength.  Every call has
@@ -52,7 +52,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 from nst_tf import files, images  # noqa: E402
 from nst_tf.cli import parse_style_selection  # noqa: E402
 from nst_tf.errors import NstError  # noqa: E402
-from nst_tf.export import (  # noqa: E402
+from nst_tf.signatures import (  # noqa: E402
     INPUT_STYLE,
     INPUT_STYLE_INDEX,
     INPUT_STYLE_WEIGHTS,
@@ -183,7 +183,7 @@ class _Client:
         return self._style_names
 
     def _style_weights(self, style, strength):
-        from nst_tf.transformer import resolve_style_weights
+        from nst_tf.transformer import style_selection_weights
 
         names = self.style_names()
         if names is None and style is None and strength == 1.0:
@@ -192,7 +192,7 @@ class _Client:
             raise ServingClientError(f"{self.target} has {len(names)} styles; choose one ({', '.join(names)}). "
                                      f"Received: style=None", "INVALID_ARGUMENT")
         try:
-            return resolve_style_weights(names, style, strength)
+            return style_selection_weights(names, style, strength)
         except NstError as error:
             raise ServingClientError(f"{self.target}: {error}", "INVALID_ARGUMENT") from None
 

@@ -83,3 +83,28 @@ def mask_and_scales_args(tmp_path):
             "--content-layers", "block2_conv1", "--style-layers", "block1_conv1", "--scales", "16,32",
             "--iterations", "2", "--optimizer", "lbfgs", "--no-progress"]
     return args, out, style_b
+
+
+def noise_images(height, width, batch=1, seed=0):
+    """Float32 ``[batch, height, width, 3]`` uniform noise in [0, 255]."""
+    return (np.random.default_rng(seed).random((batch, height, width, 3)) * 255).astype("float32")
+
+
+def smooth_image(height, width):
+    """Float32 ``[1, height, width, 3]`` smooth waves in [0, 255]: a "photo" without noise."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    image = np.stack([np.sin(7 * x) * np.cos(5 * y), np.cos(3 * x + 2 * y), x * y], -1)
+    return ((image + 1) * 127.5).clip(0, 255)[None].astype("float32")
+
+
+def single_style_with_blend(multi, weights):
+    """The single-style TransformerNet whose gamma and beta are `weights` times `multi`'s tables."""
+    from nst_tf.transformer import TransformerNet
+
+    single = TransformerNet.from_config({**multi.get_config(), "style_names": None})
+    single.build((None, None, None, 3))
+    for target, source in zip(single.weights, multi.weights, strict=True):
+        value = source.numpy()
+        target.assign(np.asarray(weights, "float32") @ value if value.ndim == 2 and target.shape.rank == 1
+                      else value)
+    return single

@@ -218,7 +218,7 @@ METADATA = {"training": {"config": {"style_size": 48, "image_size": 256}, "loss_
 
 @pytest.fixture
 def quality_assets(tmp_path, small_model_path):
-    from nst_tf.transformer import load_transformer
+    from nst_tf.stylizer import load_transformer
 
     models = tmp_path / "models"
     models.mkdir()
@@ -234,7 +234,7 @@ def quality_assets(tmp_path, small_model_path):
 
 
 def test_training_settings_come_from_the_saved_metadata(quality_assets, small_model_path):
-    from nst_tf.transformer import load_transformer
+    from nst_tf.stylizer import load_transformer
 
     settings = benchmark_fast.training_settings(load_transformer(quality_assets / "models" / "starry.keras"))
     assert settings == {"style": "starry.png", "style_size": 48, "image_size": 256, "loss_network": "squeezenet1_1",

@@ -403,14 +403,14 @@ def test_export_has_one_parser_for_both_entry_points(capsys):
 
 
 def test_restated_defaults_match_the_library():
-    from nst_tf import export, training, transformer
+    from nst_tf import export, stylizer, training
 
     assert cli._EXPORT_DEFAULTS == {"max_image_size": export.DEFAULT_MAX_IMAGE_SIZE,
                                     "output_formats": export.OUTPUT_FORMATS,
                                     "warmup_size": export.DEFAULT_WARMUP_SIZE}
     config = training.TrainConfig(style="s", data="d", output="o.keras")
     assert cli._TRAIN_DEFAULTS == {name: getattr(config, name) for name in cli._TRAIN_DEFAULTS}
-    assert cli._INFERENCE_PRECISIONS == transformer.INFERENCE_PRECISIONS
+    assert cli._INFERENCE_PRECISIONS == stylizer.INFERENCE_PRECISIONS
 
 
 def test_train_flags_left_out_take_trainconfig_defaults(tmp_path):

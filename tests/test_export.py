@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import ROOT  # noqa: I001
-from nst_tf import export
+from nst_tf import export, signatures
 from nst_tf.errors import ConfigError, WeightsError
 from nst_tf.images import to_uint8
 from nst_tf.transformer import TransformerNet
@@ -151,7 +151,7 @@ def test_savedmodel_runs_without_nst_tf_and_matches_keras(net, exported, tmp_pat
 
 def test_savedmodel_runs_the_inference_graph_without_xla(exported):
     _, loaded = exported
-    graph_def = loaded.signatures[export.SIGNATURE_IMAGES].graph.as_graph_def()
+    graph_def = loaded.signatures[signatures.SIGNATURE_IMAGES].graph.as_graph_def()
     nodes = list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
     ops = {node.op for node in nodes}
     # nst_tf.inference: oneDNN's batch norm as instance norm, the blocked head; a real tensorflow_model_server
@@ -211,12 +211,12 @@ def test_warmup_file_holds_one_predict_request_per_signature(exported):
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(str(result.path / export.WARMUP_FILE))]
     requests = [log.predict_log.request for log in logs]
-    assert [r.model_spec.signature_name for r in requests] == list(export.SIGNATURES)
+    assert [r.model_spec.signature_name for r in requests] == list(signatures.SIGNATURES)
     assert all(r.model_spec.name == "tiny" for r in requests)
     for request in requests:  # Every record runs: TF Serving refuses to load a version whose warm-up fails.
         signature = request.model_spec.signature_name
         inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-        assert set(inputs) == {export.SIGNATURES[signature][0]}
+        assert set(inputs) == {signatures.SIGNATURES[signature][0]}
         loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     assert tf.make_ndarray(requests[0].inputs["images"]).shape == (1, 16, 16, 3)
 
@@ -299,7 +299,7 @@ def multi_export(tmp_path_factory):
 
 def test_multi_style_savedmodel_selects_by_name_and_blends(multi_export):
     model, loaded, _ = multi_export
-    assert set(loaded.signatures) == set(export.MULTI_STYLE_SIGNATURES)
+    assert set(loaded.signatures) == set(signatures.MULTI_STYLE_SIGNATURES)
     images = (np.random.default_rng(0).random((2, 20, 24, 3)) * 255).astype("uint8")
     by_name = loaded.signatures["serving_default"](images=tf.constant(images), style=tf.constant(["b", "a"]))
     expected = to_uint8(np.asarray(model(images.astype("float32"), style=np.array([1, 0]))))
@@ -332,7 +332,7 @@ def test_multi_style_savedmodel_refuses_bad_styles(multi_export, signature, inpu
 
 
 def test_saved_model_stylizer_discovers_the_style_names(multi_export):
-    from nst_tf.transformer import SavedModelStylizer, stylize_image
+    from nst_tf.stylizer import SavedModelStylizer, stylize_image
 
     model, _, path = multi_export
     stylizer = SavedModelStylizer(path)

@@ -9,7 +9,8 @@ from helpers import ROOT, random_transformer  # noqa: I001
 from nst_tf import inference
 from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
-from nst_tf.transformer import TransformerNet, load_transformer, stylize_image
+from nst_tf.stylizer import load_transformer, stylize_image
+from nst_tf.transformer import TransformerNet
 
 SHIPPED = ROOT / "saved_models" / "styles" / "styles.keras"
 # float32 rounding: the graph sums in another order (phase kernels, blocked head, oneDNN's

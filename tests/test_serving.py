@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
 from helpers import ROOT  # noqa: I001
 from nst_tf import export
 from nst_tf.images import to_uint8
-from nst_tf.transformer import load_transformer
+from nst_tf.stylizer import load_transformer
 from serving import client as serving_client
 from serving import testing
 from serving.testing import CONTRACT_MAX_IMAGE_SIZE as MAX

@@ -22,7 +22,8 @@ from nst_tf.cli import train_main
 from nst_tf.errors import ConfigError, ImageError
 from nst_tf.features import FeatureExtractor
 from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer, TrainConfig, train
-from nst_tf.transformer import TransformerNet, load_transformer
+from nst_tf.stylizer import load_transformer
+from nst_tf.transformer import TransformerNet
 
 SMALL = {"filters": (8, 16, 16), "num_residual_blocks": 1}
 NETWORK = "squeezenet1_1"
