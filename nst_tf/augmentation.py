@@ -230,10 +230,13 @@ class StyleAugmentation(keras.layers.Layer):
         return cls(**config)
 
     def call(self, images, training=True):
-        if isinstance(training, tf.Tensor) and tf.get_static_value(training) is None:
-            return tf.cond(training, lambda: self.augment(images, self.seed_generator.next()),
-                           lambda: tf.identity(images))
-        if not (training if not isinstance(training, tf.Tensor) else tf.get_static_value(training)):
+        if isinstance(training, tf.Tensor):
+            static = tf.get_static_value(training)
+            if static is None:  # Decided only when the graph runs.
+                return tf.cond(training, lambda: self.augment(images, self.seed_generator.next()),
+                               lambda: tf.identity(images))
+            training = bool(static)
+        if not training:
             return images
         return self.augment(images, self.seed_generator.next())
 

@@ -27,6 +27,10 @@ def test_training_false_and_rate_zero_are_identity(network, images):
     layer = StyleAugmentation(network, rate=1.0, seed=1)
     np.testing.assert_array_equal(layer(images, training=False), images)
     np.testing.assert_array_equal(StyleAugmentation(network, rate=0.0, seed=1)(images, training=True), images)
+    # A training flag known only when the graph runs.
+    switch = tf.function(lambda x, training: layer.call(x, training=training))
+    np.testing.assert_array_equal(switch(images, tf.constant(False)), images)
+    assert not np.allclose(switch(images, tf.constant(True)), images)
 
 
 def test_rate_one_changes_every_image(network, images):
