@@ -204,18 +204,19 @@ def retrieval_scores(original, stylized):
     """Retrieval of each original from its stylized copy by cosine similarity.
 
     Args:
-        original: float ``[P, D]`` features of the original photos.
-        stylized: float ``[P, D]`` features of their stylized copies, same order.
+        original: float ``[G, D]`` features of all original photos (the gallery).
+        stylized: float ``[P, D]`` features of stylized copies of the first ``P <= G``
+            originals, same order.
 
     Returns:
         dict: ``top1`` / ``top5`` (fraction of stylized photos whose own original is the
-        most similar / among the 5 most similar of all P originals) and ``mean_cosine``
+        most similar / among the 5 most similar of all G originals) and ``mean_cosine``
         (mean cosine similarity of each stylized photo to its own original).
     """
     a = original / np.maximum(np.linalg.norm(original, axis=1, keepdims=True), 1e-12)
     b = stylized / np.maximum(np.linalg.norm(stylized, axis=1, keepdims=True), 1e-12)
-    similarity = b @ a.T  # [P stylized, P originals]
-    own = np.diag(similarity)
+    similarity = b @ a.T  # [P stylized, G originals]
+    own = similarity[np.arange(len(b)), np.arange(len(b))]
     rank = (similarity > own[:, None]).sum(axis=1)  # Originals strictly more similar than the right one.
     return {"top1": float(np.mean(rank < 1)), "top5": float(np.mean(rank < 5)), "mean_cosine": float(own.mean())}
 
@@ -286,7 +287,8 @@ def run_retrieval_suite(model, photos=None, max_photos=None, strengths=DEFAULT_S
     network = model if isinstance(model, TransformerNet) else load_transformer(model)
     label = "given network" if isinstance(model, TransformerNet) else str(model)
     folder = pathlib.Path(photos) if photos else bsds500_test_dir()
-    files = photo_files(folder, max_photos)
+    gallery = photo_files(folder)  # Retrieval is always among all originals, however few are stylized.
+    files = gallery[:max_photos] if max_photos else gallery
     styles = list(styles) if styles else [s for s in network.style_names if s != PHOTO_STYLE]
     for style in styles:
         network.style_weights(style)  # Unknown names fail here, before any work.
@@ -311,7 +313,8 @@ def run_retrieval_suite(model, photos=None, max_photos=None, strengths=DEFAULT_S
                      "(only its notop weights), so only the retrieval part runs.")
     graph = inference_graph(network)
     photos_pixels = [nst_images.load_image(path, max_size=image_size) for path in files]
-    original = np.stack([features(p) for p in photos_pixels])
+    original = np.stack([features(p) for p in photos_pixels] + [
+        features(nst_images.load_image(path, max_size=image_size)) for path in gallery[len(files):]])
     original_labels = [classify(p) for p in photos_pixels] if classify else None
 
     cases = [(style, strength) for style in styles for strength in strengths]
@@ -340,16 +343,16 @@ def run_retrieval_suite(model, photos=None, max_photos=None, strengths=DEFAULT_S
                          for key in ("top1", "top5", "mean_cosine", "label_agreement")}})
     rows = styled_rows + means + [r for r in rows if r["style"] == PHOTO_STYLE]
     notes[:0] = [
-        (f"{len(files)} photos from {folder}{'' if image_size is None else f', longest side {image_size} px'}; "
+        (f"{len(files)} photos stylized, from {folder}{'' if image_size is None else f', longest side {image_size} px'}; "
         f"features: SqueezeNet v1.1 {extractor.layer_names[0]}, global average pool ({weights_label} weights"
         f"{'' if weights_label != 'random' else ': RANDOM, the figures mean nothing'}); retrieval among all "
-        f"{len(files)} originals by cosine similarity."),
+        f"{len(gallery)} originals by cosine similarity."),
         ("Strength s: style weights s * style + (1 - s) * photo (TransformerNet.style_weights). The 'photo' row is "
         "the network's identity style: how far the network alone moves the features."),
     ]
     if background > 0.25:
         notes.append(f"Other processes used {background:.2f} cores meanwhile (no effect on these figures).")
-    settings = {"model": label, "photos": len(files), "strengths": strengths, "image_size": image_size,
-                "classifier": classifier}
+    settings = {"model": label, "photos": len(files), "gallery": len(gallery), "strengths": strengths,
+                "image_size": image_size, "classifier": classifier}
     table = Table(f"Retrieval of the original photo from its stylized copy ({label})", _RETRIEVAL_COLUMNS, rows)
     return SuiteResult("augment-retrieval", machine_info(), settings, {"retrieval": table}, notes)

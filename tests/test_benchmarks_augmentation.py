@@ -37,6 +37,9 @@ def test_retrieval_scores_by_hand():
     assert scores["top1"] == pytest.approx(2 / 3) and scores["top5"] == 1.0
     cosines = [1 / np.sqrt(1.01), 0.0, 4.1 / (np.sqrt(2) * np.sqrt(8.41))]
     assert scores["mean_cosine"] == pytest.approx(np.mean(cosines))
+    # Fewer stylized photos than originals: ranked among all of the originals.
+    partial = augmentation.retrieval_scores(original, stylized[:2])
+    assert partial["top1"] == 0.5 and partial["mean_cosine"] == pytest.approx(np.mean(cosines[:2]))
 
 
 def test_throughput_suite_runs_on_tiny_settings(network):
@@ -67,6 +70,7 @@ def test_retrieval_suite_says_when_the_classifier_is_unavailable(network, photos
                                               squeezenet_weights=None, classifier="vgg19",
                                               classifier_weights=str(tmp_path / "missing.h5"))
     assert "VGG19 top-1 label agreement NOT MEASURED" in result.to_markdown()
+    assert result.settings["photos"] == 2 and result.settings["gallery"] == 4
     assert all(row["label_agreement"] is None for row in result.tables["retrieval"].rows)
 
 
