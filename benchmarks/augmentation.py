@@ -123,18 +123,27 @@ def run_throughput_suite(model="auto", size=224, batch_size=8, batches=2, warmup
     # The network's own compiled forward pass, in the library's Keras-call form too, for the ratio.
     keras_direct = tf.function(lambda images: keras_layer(images, training=True))
 
+    options = tf.data.Options()
+    # No background prefetching: each next() computes one batch while the clock runs, not between repetitions.
+    options.autotune.enabled = False
+    options.experimental_optimization.inject_prefetch = False
+    options.experimental_optimization.map_parallelization = False
+
     def pipeline(fn):
-        iterator = iter(tf.data.Dataset.from_tensors(x).repeat().map(fn))
+        iterator = iter(tf.data.Dataset.from_tensors(x).repeat().map(fn).with_options(options))
         return lambda: [next(iterator).numpy() for _ in range(batches)]
 
     def direct(fn):
         return lambda: [np.asarray(fn()) for _ in range(batches)]
 
+    network_call = tf.function(lambda images, style: network(images, style=style, training=False))
     paths = {
         "network (inference graph)": direct(lambda: graph(x, style=weights)),
+        "network (Keras call, tf.function)": direct(lambda: network_call(x, weights)),
         "StyleAugmentation (inference graph)": direct(lambda: layer(x, training=True)),
         "StyleAugmentation (Keras call, tf.function)": direct(lambda: keras_direct(x)),
         "tf.data: network (inference graph)": pipeline(lambda b: graph(b, style=weights)),
+        "tf.data: network (Keras call)": pipeline(lambda b: network(b, style=weights, training=False)),
         "tf.data: StyleAugmentation (inference graph)": pipeline(lambda b: layer(b, training=True)),
         "tf.data: StyleAugmentation (Keras call)": pipeline(lambda b: keras_layer(b, training=True)),
     }
