@@ -44,7 +44,7 @@ from benchmarks.core import (
 from nst_tf import images as nst_images
 from nst_tf.augmentation import PHOTO_STYLE, StyleAugmentation
 from nst_tf.backbones import get_spec
-from nst_tf.errors import NstError
+from nst_tf.errors import ImageError, NstError
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import inference_graph
 from nst_tf.transformer import TransformerNet, load_transformer
@@ -292,6 +292,7 @@ def run_retrieval_suite(model, photos=None, max_photos=None, strengths=DEFAULT_S
 
     Raises:
         FileNotFoundError: no photos. ConfigError: an unknown style or bad strength.
+        ImageError: a photo too small for SqueezeNet's deepest layer.
     """
     network = model if isinstance(model, TransformerNet) else load_transformer(model)
     label = "given network" if isinstance(model, TransformerNet) else str(model)
@@ -322,6 +323,10 @@ def run_retrieval_suite(model, photos=None, max_photos=None, strengths=DEFAULT_S
                      "(only its notop weights), so only the retrieval part runs.")
     graph = inference_graph(network)
     photos_pixels = [nst_images.load_image(path, max_size=image_size) for path in files]
+    smallest = min(min(p.shape[1:3]) for p in photos_pixels)
+    if smallest < extractor.min_input_size:
+        raise ImageError(f"Photos must be at least {extractor.min_input_size} px on each side for SqueezeNet's "
+                         f"{extractor.layer_names[0]}; pass a larger --image-size. Received: a side of {smallest} px")
     original = np.stack([features(p) for p in photos_pixels] + [
         features(nst_images.load_image(path, max_size=image_size)) for path in gallery[len(files):]])
     original_labels = [classify(p) for p in photos_pixels] if classify else None

@@ -85,10 +85,12 @@ def test_label_agreement_with_a_given_classifier(network, photos, monkeypatch):
 
 
 def test_retrieval_suite_rejects_unknown_styles_and_missing_photos(network, photos, tmp_path):
-    from nst_tf.errors import ConfigError
+    from nst_tf.errors import ConfigError, ImageError
 
     with pytest.raises(ConfigError, match="Unknown style name 'c'"):
         augmentation.run_retrieval_suite(network, photos=photos, styles=["c"], squeezenet_weights=None)
+    with pytest.raises(ImageError, match=r"at least \d+ px.*Received: a side of 1\d px"):
+        augmentation.run_retrieval_suite(network, photos=photos, image_size=16, squeezenet_weights=None)
     with pytest.raises(FileNotFoundError, match="No photos"):
         augmentation.run_retrieval_suite(network, photos=tmp_path / "empty", squeezenet_weights=None)
 
