@@ -135,7 +135,7 @@ class StyleAugmentation(keras.layers.Layer):
         self.seed = None if seed is None else int(seed)
         self.network = network
         self._freeze()
-        self.seed_generator = keras.random.SeedGenerator(self.seed, name="style_augmentation_seed")
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name=f"{self.name}_seed")
         style_index = [names.index(name) for name in self.styles]
         # [K, N]: scatters a blend over the K drawable styles into the network's N weights.
         self._to_weights = np.eye(len(names), dtype=np.float32)[style_index]
