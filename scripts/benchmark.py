@@ -16,7 +16,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)  # nst_tf and benchmarks/ of this checkout.
 
-from nst_tf.cli import ArgumentParser, import_tensorflow
+from nst_tf.cli import ArgumentParser, import_tensorflow  # noqa: E402 (after the path it needs)
 
 
 class _Removed(argparse.Action):
