@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
+    "StyleAugmentation": "nst_tf.augmentation",
     "BACKBONES": "nst_tf.backbones",
     "build_backbone": "nst_tf.backbones",
     "preprocess_caffe": "nst_tf.backbones",
@@ -68,13 +69,13 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 # Modules whose import registers nst_tf objects with keras.saving.
-_KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst_tf.losses")
+_KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst_tf.losses", "nst_tf.augmentation")
 
 
 # Submodules reachable as attributes (``nst_tf.data.photo_dataset``), imported on first use.
 _SUBMODULES = frozenset({
-    "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files", "images",
-    "inference", "layers", "lbfgs", "losses", "memory", "optimize", "signatures", "spatial", "stylizer",
+    "augmentation", "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files",
+    "images", "inference", "layers", "lbfgs", "losses", "memory", "optimize", "signatures", "spatial", "stylizer",
     "training", "transformer",
 })
 

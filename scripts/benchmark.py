@@ -132,6 +132,28 @@ def _parser():
     peers.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.5], help="width multipliers (1.0 0.5)")
     peers.add_argument("--num-styles", type=int, default=13, help="styles of the multi-style networks (13)")
 
+    multistyle_help = "a multi-style .keras TransformerNet; 'none' (default): random weights, 13 styles"
+    augment = sub.add_parser("augment-throughput", parents=[common],
+                             help="StyleAugmentation images/s vs the multi-style network's own inference")
+    augment.add_argument("--model", default="none", help=multistyle_help)
+    augment.add_argument("--size", type=int, default=224, help="image side, pixels")
+    augment.add_argument("--batch-size", type=int, default=8)
+    augment.add_argument("--batches", type=int, default=2, help="batches per timed repetition")
+
+    retrieval = sub.add_parser("augment-retrieval", parents=[common],
+                               help="does SqueezeNet still retrieve a photo once stylized? (Luo's experiment)")
+    retrieval.add_argument("--model", required=True, help="a multi-style .keras TransformerNet")
+    retrieval.add_argument("--photos", help="folder of photos (default: BSDS500 test photos of the assets)")
+    retrieval.add_argument("--max-photos", type=int, default=None, help="only the first N photos (sorted)")
+    retrieval.add_argument("--strengths", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    retrieval.add_argument("--styles", nargs="+", default=None, help="style names (default: all but 'photo')")
+    retrieval.add_argument("--image-size", type=int, default=None, help="longest side, pixels (default: as is)")
+    retrieval.add_argument("--classifier", choices=["vgg19"], default=None,
+                           help="also report top-1 ImageNet label agreement (needs VGG19 weights with the top)")
+    retrieval.add_argument("--classifier-weights", default="imagenet",
+                           help="'imagenet' (Keras cache or download) or the path of "
+                                "vgg19_weights_tf_dim_ordering_tf_kernels.h5")
+
     serving = sub.add_parser("serving", parents=[common],
                              help="bounded gRPC load test through the development server")
     serving.add_argument("--model", default="styles", help="exported model in saved_models/")
@@ -171,6 +193,20 @@ def _run_fast(args, weights):
                                             max_photos=args.max_photos, styles=args.styles)
 
 
+def _run_augment(args, weights):
+    from benchmarks import augmentation
+
+    if args.suite == "augment-throughput":
+        model = None if args.model.lower() == "none" else args.model
+        return augmentation.run_throughput_suite(model, size=args.size, batch_size=args.batch_size,
+                                                 batches=args.batches, warmup=args.warmup,
+                                                 repeats=args.repeats or 3)
+    return augmentation.run_retrieval_suite(
+        args.model, photos=args.photos, max_photos=args.max_photos, strengths=args.strengths, styles=args.styles,
+        image_size=args.image_size, squeezenet_weights=weights, classifier=args.classifier,
+        classifier_weights=args.classifier_weights)
+
+
 def _run(args):
     from benchmarks import controls as benchmark_controls
     from benchmarks import core
@@ -179,6 +215,8 @@ def _run(args):
     weights = None if args.squeezenet_weights.lower() == "none" else args.squeezenet_weights
     if args.suite.startswith("fast-"):
         return _run_fast(args, weights)
+    if args.suite.startswith("augment-"):
+        return _run_augment(args, weights)
     if args.suite == "serving":
         from benchmarks.serving import run_serving_suite
 
