@@ -567,13 +567,17 @@ def test_shipped_models_serve_from_the_deployment_config(tmp_path):
     try:
         for name in shipped:
             with serving_client.GrpcClient(process.grpc_address, name, timeout=TIMEOUT) as client:
-                served = client.stylize(image)
-                assert client.last_version == export.list_versions(ROOT / "saved_models" / name)[-1]
-                (encoded,) = client.stylize_bytes([encode(image)])
-                assert close(decode(encoded), served[0])
-                keras_file = ROOT / "saved_models" / name / f"{name}.keras"
-                if keras_file.is_file():
-                    assert close(served, to_uint8(load_transformer(keras_file)(image[None].astype(np.float32))))
+                names = client.style_names()  # A multi-style network: every style, by name.
+                for style in names or [None]:
+                    served = client.stylize(image, style)
+                    assert client.last_version == export.list_versions(ROOT / "saved_models" / name)[-1]
+                    (encoded,) = client.stylize_bytes([encode(image)], style)
+                    assert close(decode(encoded), served[0])
+                    keras_file = ROOT / "saved_models" / name / f"{name}.keras"
+                    if keras_file.is_file():
+                        network = load_transformer(keras_file)
+                        extra = {} if style is None else {"style": network.style_weights(style)}
+                        assert close(served, to_uint8(network(image[None].astype(np.float32), **extra)))
     finally:
         process.stop()
 
