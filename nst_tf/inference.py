@@ -60,7 +60,7 @@ import tensorflow as tf
 
 from nst_tf.errors import ConfigError
 from nst_tf.layers import ResidualBlock, UpsampleConv2D
-from nst_tf.transformer import TransformerNet, align_padding, style_matrix
+from nst_tf.transformer import TransformerNet, align_padding, style_argument
 
 HEAD_BLOCK = 4
 """Side of the output blocks the head convolution computes per position (stride of the blocked head)."""
@@ -439,14 +439,7 @@ class TransformerInference(tf.Module):
 
     def _style(self, style, batch):
         """The ``[B, N]`` float32 blend weights of a call (nothing for a single-style network)."""
-        if self.num_styles is None:
-            if style is not None:
-                raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
-            return None
-        if style is None:
-            raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); pass "
-                              f"`style` (indices [B] or blend weights [B, {self.num_styles}]). Received: style=None")
-        return style_matrix(style, self.num_styles, batch)
+        return style_argument(self.style_names, style, batch)
 
     def __call__(self, images, style=None, statistics=None, return_statistics=False):
         images = tf.convert_to_tensor(images, tf.float32)

@@ -116,6 +116,30 @@ def style_matrix(style, num_styles, batch):
     return tf.broadcast_to(style, [batch, num_styles])
 
 
+def style_argument(style_names, style, batch):
+    """The blend weights of a network's ``style`` call argument, checked against its styles.
+
+    Args:
+        style_names: list of str, or None for a single-style network.
+        style: None, or what :func:`style_matrix` takes.
+        batch: int or scalar tensor, B.
+
+    Returns:
+        float32 tensor ``[B, N]``; None for a single-style network.
+
+    Raises:
+        ConfigError: a style for a single-style network, or none for a multi-style one.
+    """
+    if style_names is None:
+        if style is not None:
+            raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
+        return None
+    if style is None:
+        raise ConfigError(f"This network has {len(style_names)} styles ({', '.join(style_names)}); pass `style` "
+                          f"(indices [B] or blend weights [B, {len(style_names)}]). Received: style=None")
+    return style_matrix(style, len(style_names), batch)
+
+
 @keras.saving.register_keras_serializable(package="nst_tf")
 class TransformerNet(keras.Model):
     """Image transformation network of Johnson et al. 2016 with instance normalization.
@@ -276,14 +300,7 @@ class TransformerNet(keras.Model):
 
     def selection(self, style, batch):
         """Float32 ``[B, N]`` blend weights from a ``style`` call argument (None if single-style)."""
-        if self.style_names is None:
-            if style is not None:
-                raise ConfigError(f"This network has a single style; do not pass `style`. Received: style={style!r}")
-            return None
-        if style is None:
-            raise ConfigError(f"This network has {self.num_styles} styles ({', '.join(self.style_names)}); pass "
-                              f"`style` (indices [B] or blend weights [B, {self.num_styles}]). Received: style=None")
-        return style_matrix(style, self.num_styles, batch)
+        return style_argument(self.style_names, style, batch)
 
     def call(self, images, style=None, statistics=None, return_statistics=False):
         images = tf.convert_to_tensor(images)

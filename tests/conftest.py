@@ -38,3 +38,16 @@ def photo(tmp_path):
 @pytest.fixture
 def painting(tmp_path):
     return write_image(tmp_path / "painting.png", (36, 36), seed=1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A built full-width TransformerNet with seeded initial weights."""
+    import keras
+
+    from nst_tf.transformer import TransformerNet
+
+    keras.utils.set_random_seed(0)
+    model = TransformerNet()
+    model.build((None, None, None, 3))
+    return model

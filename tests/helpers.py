@@ -108,3 +108,7 @@ def single_style_with_blend(multi, weights):
         target.assign(np.asarray(weights, "float32") @ value if value.ndim == 2 and target.shape.rank == 1
                       else value)
     return single
+
+
+SMALL = {"filters": (8, 16, 16), "num_residual_blocks": 1}
+"""TransformerNet arguments of the tests' small network: the same architecture, 1/8 of the channels."""

@@ -121,7 +121,9 @@ def test_diverged_run_keeps_last_finite_image(photo, painting, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupt_saves_latest_image(photo, painting, tmp_path, signum, status):
+    """Ctrl-C, and SIGTERM (what timeout, schedulers and docker stop send), save the latest image."""
     out = tmp_path / "o.png"
     args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
             "--print-every", "1"] + FAST[:-3] + ["--iterations", "100000", "--no-progress"]
@@ -130,9 +132,9 @@ def test_ctrl_c_saves_latest_image_and_exits_130(photo, painting, tmp_path):
     for line in process.stdout:
         if line.startswith("iteration 5:"):
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    assert process.returncode == status, err
     assert "Interrupted after" in err and "Traceback" not in err
     assert images.load_image(out).shape == (1, 26, 32, 3)
 
@@ -492,22 +494,6 @@ def test_model_folder_output_onto_its_input_folder_is_refused(tiny_network, tmp_
     code, _, err = run_cli(["--model", str(path), "--content", str(folder), "--output", str(folder)], capsys)
     _assert_refused_and_unchanged(code, err, before)
     assert sorted(folder.iterdir()) == sorted(before)
-
-
-def test_sigterm_saves_latest_image_and_exits_143(photo, painting, tmp_path):
-    out = tmp_path / "o.png"
-    args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
-            "--print-every", "1"] + FAST[:-3] + ["--iterations", "100000", "--no-progress"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for line in process.stdout:
-        if line.startswith("iteration 5:"):
-            break
-    process.send_signal(signal.SIGTERM)  # What timeout, schedulers and docker stop send.
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err
-    assert "Interrupted after" in err and "Traceback" not in err
-    assert images.load_image(out).shape == (1, 26, 32, 3)
 
 
 def test_stylize_intermediate_saves_onto_an_input_are_refused(photo, tmp_path, capsys):

@@ -5,21 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import noise_images, random_transformer, single_style_with_blend, smooth_image  # noqa: I001
+from helpers import SMALL, noise_images, random_transformer, single_style_with_blend, smooth_image  # noqa: I001
 from nst_tf.errors import ConfigError, ImageError, NstError, WeightsError
 from nst_tf.stylizer import load_stylizer, load_transformer, stylize_image, stylize_tiled
 from nst_tf.transformer import TransformerNet
 
-SMALL = {"filters": (8, 16, 16), "num_residual_blocks": 1}  # Same architecture, 1/8 of the channels.
 _image = noise_images
-
-
-@pytest.fixture(scope="module")
-def net():
-    keras.utils.set_random_seed(0)
-    model = TransformerNet()
-    model.build((None, None, None, 3))
-    return model
 
 
 def _multi(seed=0, names=("a", "b", "photo")):

@@ -5,22 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import noise_images, random_transformer, single_style_with_blend  # noqa: I001
+from helpers import SMALL, noise_images, random_transformer, single_style_with_blend  # noqa: I001
 from nst_tf.errors import ConfigError
 from nst_tf.transformer import MIN_INPUT_SIZE, TransformerNet
 
-SMALL = {"filters": (8, 16, 16), "num_residual_blocks": 1}  # Same architecture, 1/8 of the channels.
-
-
 _image = noise_images
-
-
-@pytest.fixture(scope="module")
-def net():
-    keras.utils.set_random_seed(0)
-    model = TransformerNet()
-    model.build((None, None, None, 3))
-    return model
 
 
 @pytest.mark.parametrize("size", [(MIN_INPUT_SIZE, MIN_INPUT_SIZE), (5, 7), (31, 17), (32, 48), (65, 33)])
