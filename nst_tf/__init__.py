@@ -33,6 +33,7 @@ _EXPORTS = {
     "OptimizationError": "nst_tf.errors",
     "WeightsError": "nst_tf.errors",
     "export_model": "nst_tf.export",
+    "export_tflite": "nst_tf.tflite",
     "FeatureExtractor": "nst_tf.features",
     "load_image": "nst_tf.images",
     "resize_longest_side": "nst_tf.images",
@@ -76,7 +77,7 @@ _KERAS_MODULES = ("nst_tf.layers", "nst_tf.transformer", "nst_tf.features", "nst
 _SUBMODULES = frozenset({
     "augmentation", "backbones", "cli", "color", "config", "data", "errors", "export", "features", "files",
     "images", "inference", "layers", "lbfgs", "losses", "memory", "optimize", "signatures", "spatial", "stylizer",
-    "training", "transformer",
+    "tflite", "training", "transformer",
 })
 
 

@@ -581,10 +581,11 @@ def _commands():
                        description="Train a feed-forward style network (Johnson, Alahi, Fei-Fei, ECCV 2016) on "
                        "a folder of photos.", epilog=_train_epilog(), formatter_class=raw),
                   add_train_arguments, run_train),
-        "export": (dict(help="export a style network as a SavedModel for TF Serving",
+        "export": (dict(help="export a style network as a SavedModel for TF Serving, or as TFLite",
                         description="Export a trained fast style network (.keras) as a versioned SavedModel "
                         "for TensorFlow Serving, with serving_default (uint8 pixels) and stylize_bytes (image "
-                        "files) signatures.", epilog="Exit status: 0 done, 2 bad input.", formatter_class=raw),
+                        "files) signatures; or, with --format tflite, as one .tflite file for phones and small "
+                        "devices.", epilog="Exit status: 0 done, 2 bad input.", formatter_class=raw),
                    add_export_arguments, run_export),
     }
 
@@ -639,6 +640,7 @@ def export_main(argv=None):
 
 # nst_tf.export's defaults, restated so that --help needs no TensorFlow (tests/test_cli.py keeps them equal).
 _EXPORT_DEFAULTS = {"max_image_size": 2048, "output_formats": ("png", "jpeg"), "warmup_size": 256}
+_TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")  # nst_tf.tflite.QUANTIZATIONS, without TensorFlow.
 
 
 def add_export_arguments(parser):
@@ -657,6 +659,14 @@ def add_export_arguments(parser):
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (%(default)s)")
     parser.add_argument("--warmup-size", type=int, default=d["warmup_size"],
                         help="side, px, of the warm-up requests; 0 writes none (%(default)s)")
+    parser.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite"),
+                        help="savedmodel (TF Serving layout) or tflite (one .tflite file for phones; the image "
+                             "size is set at run time) (%(default)s)")
+    parser.add_argument("--tflite-quantization", choices=_TFLITE_QUANTIZATIONS,
+                        help="with --format tflite: weights as float32, float16, or int8 (dynamic range) "
+                             f"({_TFLITE_QUANTIZATIONS[0]})")
+    parser.add_argument("--output", help="with --format tflite: the .tflite file (default: beside the model, "
+                                         "NAME.tflite, or NAME_QUANTIZATION.tflite when quantized)")
     _add_verbose(parser)
 
 
@@ -667,6 +677,12 @@ def run_export(args):
     if not os.path.isfile(args.model):
         raise ConfigError(f"Model file not found: give the .keras file of a trained network. "
                           f"Received: model='{args.model}'")
+    if args.format == "tflite":
+        return _run_tflite_export(args)
+    for flag in ("tflite_quantization", "output"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} applies to --format tflite only. "
+                              f"Received: {flag}={getattr(args, flag)!r}, format='{args.format}'")
     import_tensorflow(args.verbose)
     from nst_tf import export, signatures
 
@@ -677,6 +693,25 @@ def run_export(args):
     styles = f"; styles {', '.join(result.style_names)}" if result.style_names else ""
     print(f"Exported {name} version {result.version} to {result.path} (signatures "
           f"{', '.join(result.signatures)}{styles}; images up to {args.max_image_size} px; {result.seconds:.1f} s)")
+    return 0
+
+
+def _run_tflite_export(args):
+    from nst_tf import files
+
+    quantization = args.tflite_quantization or _TFLITE_QUANTIZATIONS[0]
+    name = args.name or pathlib.Path(args.model).stem
+    suffix = "" if quantization == _TFLITE_QUANTIZATIONS[0] else f"_{quantization}"
+    output = pathlib.Path(args.output or pathlib.Path(args.model).with_name(f"{name}{suffix}.tflite"))
+    files.check_outputs_spare_inputs([output], [args.model])  # Before TensorFlow: a mistake answers at once.
+    import_tensorflow(args.verbose)
+    from nst_tf import tflite
+
+    result = tflite.export_tflite(args.model, output, quantization)
+    inputs = "images [1, H, W, 3]" + (f" and style_weights [1, {len(result.style_names)}] over "
+                                      f"{', '.join(result.style_names)}" if result.style_names else "")
+    print(f"Exported {result.path} (TFLite, {quantization}, {result.size_bytes / 1e6:.2f} MB; inputs {inputs}, "
+          f"float32 in [0, 255], H and W set at run time; {result.seconds:.1f} s)")
     return 0
 
 

@@ -200,6 +200,14 @@ class FastStyleTrainer(keras.Model):
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
+    def train_step(self, data):
+        logs = super().train_step(data)
+        # Keras reduces the logs of a MultiWorkerMirroredStrategy step with strategy.reduce(MEAN, axis=0),
+        # which refuses scalars: give each a batch axis of one (its mean is the value itself).
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         photos, style = (x["images"], x["style"]) if isinstance(x, dict) else (x, None)
         terms = self.perceptual_losses(photos, tf.cast(y_pred, tf.float32), style)
@@ -515,8 +523,68 @@ def _strategy(name):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     return tf.distribute.get_strategy()
+
+
+WORKER_TIMEOUT_ENV = "NST_TF_WORKER_TIMEOUT"
+"""Environment variable: seconds a multi-worker run waits for every worker of ``TF_CONFIG`` (default 300)."""
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy from ``TF_CONFIG``, or ConfigError when a worker does not answer in time.
+
+    Creating the strategy blocks, without a deadline and holding the interpreter, until
+    every worker has registered with the chief. So the workers first meet on their own
+    ``TF_CONFIG`` ports: each listens on its port and connects to every other one, and
+    creates the strategy once all have answered (TensorFlow's server then takes the
+    port over), or raises after ``NST_TF_WORKER_TIMEOUT`` seconds.
+    """
+    import json
+    import socket
+
+    timeout = float(os.environ.get(WORKER_TIMEOUT_ENV) or 300)
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        tf_config = json.loads(text)
+        task = tf_config["task"]
+        addresses = [a for job in tf_config["cluster"].values() for a in job]
+        own = tf_config["cluster"][task["type"]][int(task["index"])]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise ConfigError(f"--strategy multi-worker needs TF_CONFIG with a cluster and this worker's task, e.g. "
+                          f'{{"cluster": {{"worker": ["host1:12345", "host2:12345"]}}, "task": {{"type": "worker", '
+                          f'"index": 0}}}}. Received: TF_CONFIG={text!r}') from None
+    host, port = own.rsplit(":", 1)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        try:
+            listener.bind((host, int(port)))
+        except OSError:  # A name of this machine that is not one of its interfaces' addresses.
+            listener.bind(("", int(port)))
+        listener.listen(16)
+        missing = [a for a in addresses if a != own]
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for address in list(missing):
+                peer_host, peer_port = address.rsplit(":", 1)
+                try:
+                    socket.create_connection((peer_host, int(peer_port)), timeout=1.0).close()
+                    missing.remove(address)
+                except OSError:
+                    pass
+            if missing:
+                time.sleep(0.2)
+    except OSError as error:
+        raise ConfigError(f"Cannot listen on this worker's TF_CONFIG address ({error.strerror or error}). "
+                          f"Received: address='{own}'") from None
+    finally:
+        listener.close()
+    if missing:
+        raise ConfigError(f"Worker {', '.join(missing)} did not answer within {timeout:g} s: start every worker "
+                          f"listed in TF_CONFIG (same cluster, its own task index) and check the addresses and "
+                          f"firewalls; {WORKER_TIMEOUT_ENV} sets the wait. Received: TF_CONFIG={text!r}")
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def train(config, callbacks=(), verbose="auto"):

@@ -154,6 +154,14 @@ def _parser():
                            help="'imagenet' (Keras cache or download) or the path of "
                                 "vgg19_weights_tf_dim_ordering_tf_kernels.h5")
 
+    tflite = sub.add_parser("tflite", parents=[common],
+                            help="TFLite (float32, float16, int8) beside the SavedModel: file size, CPU latency, PSNR")
+    tflite.add_argument("--model", default="auto", help=model_help)
+    tflite.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides, pixels")
+    tflite.add_argument("--quantizations", nargs="+", choices=["float32", "float16", "int8"], default=None,
+                        help="TFLite quantizations (default: all)")
+    tflite.add_argument("--num-threads", type=int, default=None, help="TFLite interpreter threads (default: runtime's)")
+
     serving = sub.add_parser("serving", parents=[common],
                              help="bounded gRPC load test through the development server")
     serving.add_argument("--model", default="styles", help="exported model in saved_models/")
@@ -217,6 +225,12 @@ def _run(args):
         return _run_fast(args, weights)
     if args.suite.startswith("augment-"):
         return _run_augment(args, weights)
+    if args.suite == "tflite":
+        from benchmarks.tflite import run_tflite_suite
+
+        model = None if args.model.lower() == "none" else args.model
+        return run_tflite_suite(model, sizes=args.sizes, quantizations=args.quantizations, warmup=args.warmup,
+                                repeats=args.repeats or 5, num_threads=args.num_threads)
     if args.suite == "serving":
         from benchmarks.serving import run_serving_suite
 
