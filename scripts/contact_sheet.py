@@ -8,7 +8,7 @@ the peer's output and ours, each scaled to the same height.
 
 ``python scripts/contact_sheet.py grid --model ... --photos chicago tubingen --styles candy mosaic
 --output docs/styles_grid.jpg`` writes a compact grid: one row per photo, the photo first,
-then one column per style.
+then one column per style, wrapped into blocks of ``--columns`` styles.
 
 ``python scripts/contact_sheet.py optimization --output out/opt_sheets`` runs the
 optimization defaults (``scripts/stylize.py`` with the SqueezeNet weights) on the
@@ -28,7 +28,6 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 # Peers name some styles differently from the style images' files.
@@ -103,6 +102,16 @@ def run_sheets(args):
     return 0 if written else 2
 
 
+def _fit(image, width, height):
+    """`image` scaled to fit a `width` x `height` cell, centred on white."""
+    image = image.convert("RGB")
+    scale = min(width / image.width, height / image.height)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    cell = Image.new("RGB", (width, height), "white")
+    cell.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+    return cell
+
+
 def run_grid(args):
     from nst_tf import images, stylizer, transformer
 
@@ -114,33 +123,27 @@ def run_grid(args):
         print(f"error: unknown style {unknown[0]!r}; the network has: {', '.join(model.style_names)}. "
               f"Received: styles={styles}", file=sys.stderr)
         return 2
-    cell = args.cell
-    rows = []
+    height, width, label, gap = args.cell, round(args.cell * 1.5), 14, 2
+    cells = {}  # (photo, style or None) -> cell image
     for photo in args.photos:
-        path = assets / "images" / "content" / f"{photo}.jpg"
-        image = images.load_image(path, max_size=args.size)
-        row = [Image.fromarray(images.to_uint8(image[0]))]
+        image = images.load_image(assets / "images" / "content" / f"{photo}.jpg", max_size=args.size)
+        cells[photo, None] = _fit(Image.fromarray(images.to_uint8(image[0])), width, height)
         for style in styles:
             result = stylizer.stylize_image(model, image, style=model.style_weights(style))
-            row.append(Image.fromarray(images.to_uint8(result[0])))
-        rows.append([_height(panel, cell) for panel in row])
-    header = [Image.new("RGB", (rows[0][0].width, 14), "white")] + [
-        Image.new("RGB", (panel.width, 14), "white") for panel in rows[0][1:]]
-    for panel, label in zip(header[1:], styles):
-        ImageDraw.Draw(panel).text((2, 1), label, fill="black")
-    width = sum(panel.width for panel in rows[0]) + 2 * (len(rows[0]) - 1)
-    grid = Image.new("RGB", (width, 14 + sum(r[0].height + 2 for r in rows)), "white")
-    x = 0
-    for panel in header:
-        grid.paste(panel, (x, 0))
-        x += panel.width + 2
-    y = 14
-    for row in rows:
-        x = 0
-        for panel in row:
-            grid.paste(panel, (x, y))
-            x += panel.width + 2
-        y += row[0].height + 2
+            cells[photo, style] = _fit(Image.fromarray(images.to_uint8(result[0])), width, height)
+    blocks = [styles[i:i + args.columns] for i in range(0, len(styles), args.columns)]
+    block_height = label + len(args.photos) * (height + gap)
+    grid = Image.new("RGB", ((args.columns + 1) * (width + gap), len(blocks) * block_height), "white")
+    draw = ImageDraw.Draw(grid)
+    for b, block in enumerate(blocks):
+        top = b * block_height
+        draw.text((2, top + 1), "photo", fill="black")
+        for c, style in enumerate(block, start=1):
+            draw.text((c * (width + gap) + 2, top + 1), style, fill="black")
+        for r, photo in enumerate(args.photos):
+            y = top + label + r * (height + gap)
+            for c, style in enumerate([None] + block):
+                grid.paste(cells[photo, style], (c * (width + gap), y))
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     grid.save(output, quality=args.quality, optimize=True)
@@ -187,7 +190,8 @@ def main(argv=None):
     grid.add_argument("--styles", nargs="+", help="style names (default: all but 'photo')")
     grid.add_argument("--output", required=True, help="JPEG file")
     grid.add_argument("--size", type=int, default=512, help="longest side stylized, px (%(default)s)")
-    grid.add_argument("--cell", type=int, default=120, help="cell height in the grid, px (%(default)s)")
+    grid.add_argument("--cell", type=int, default=100, help="cell height in the grid, px (%(default)s)")
+    grid.add_argument("--columns", type=int, default=6, help="styles per row block (%(default)s)")
     grid.add_argument("--quality", type=int, default=82, help="JPEG quality (%(default)s)")
     optimization = commands.add_parser("optimization", help="photo | painting | output of the optimization defaults")
     optimization.add_argument("--output", required=True, help="folder for the sheets")
