@@ -38,7 +38,7 @@ photos = data.photo_dataset(data.scan_photos(config.data).files, config.image_si
                             seed=config.seed)
 local = next(iter(strategy.experimental_distribute_dataset(photos)))
 local = np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(local)])
-from nst_tf.transformer import load_transformer
+from nst_tf.stylizer import load_transformer
 network = load_transformer(config.output)
 stylized = np.asarray(network(np.asarray(local, np.float32)))
 np.savez(config.output + ".npz", local=local, stylized=stylized, *network.get_weights())
