@@ -329,6 +329,7 @@ def _per_style_loss(trainer, photos, count):
                                             tf.fill([len(photos)], k))["total"]) for k in range(count)]
 
 
+@pytest.mark.slow
 def test_multi_style_fit_lowers_every_styles_loss(extractor):
     from nst_tf import data
 
@@ -359,6 +360,7 @@ def test_balanced_style_weights_equalize_the_photo_loss(extractor):
     assert weights[2] == 0 and np.median(weights[:2]) != 0
 
 
+@pytest.mark.slow
 def test_train_multi_style_saves_names_and_reproducible_metadata(folder, style_file, tmp_path):
     other = write_image(tmp_path / "other.png", (40, 40), seed=7)
     config = _config(folder, style_file, tmp_path, style=(str(style_file), str(other)), photo_style=True,
@@ -377,6 +379,7 @@ def test_train_multi_style_saves_names_and_reproducible_metadata(folder, style_f
     assert again.names() == model.style_names
 
 
+@pytest.mark.slow
 def test_added_style_trains_only_its_own_row(folder, style_file, tmp_path):
     other = write_image(tmp_path / "other.png", (40, 40), seed=7)
     base_config = _config(folder, style_file, tmp_path, style=(str(style_file),), photo_style=True, steps=2,
@@ -439,6 +442,7 @@ def _small_network():
     return network
 
 
+@pytest.mark.slow
 def test_backup_of_another_run_is_refused_with_the_differing_settings(folder, style_file, tmp_path):
     backup = tmp_path / "backup"
     config = _config(folder, style_file, tmp_path, steps=4, save_every=1, backup_dir=str(backup))
@@ -467,6 +471,7 @@ def test_a_folder_that_is_not_a_backup_is_never_used_nor_deleted(folder, style_f
     assert (documents / "notes.txt").read_text() == "keep me" and folder.is_dir()
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_the_backup_and_the_rerun_resumes(folder, style_file, tmp_path):
     backup = tmp_path / "backup"
     argv = ["--style", str(style_file), "--data", str(folder), "--output", str(tmp_path / "net.keras"),
