@@ -128,7 +128,9 @@ def test_interrupt_saves_latest_image(photo, painting, tmp_path, signum, status)
     args = [sys.executable, SCRIPT, "--content", str(photo), "--style", str(painting), "--output", str(out),
             "--print-every", "1"] + FAST[:-3] + ["--iterations", "100000", "--no-progress"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A suite started in the background inherits an ignored SIGINT, which Python then keeps ignoring.
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if line.startswith("iteration 5:"):
             break
