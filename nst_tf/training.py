@@ -654,10 +654,7 @@ def train(config, callbacks=(), verbose="auto"):
         if added is not None:
             style_weight, photo_losses = _added_style_weight(transformer, styles, extractor, photos, config)
         elif config.balance_style_weights:
-            probe = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
-                                     feature_extractor=extractor)
-            calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], config.image_size)
-            photo_losses = style_loss_of_photos(probe, calibration)
+            photo_losses = _calibration_losses(transformer, styles, extractor, photos, config.image_size)
             base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if style_weight is None else style_weight
             style_weight = balanced_style_weights(photo_losses, base)
         trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
@@ -711,6 +708,14 @@ def train(config, callbacks=(), verbose="auto"):
     return result
 
 
+def _calibration_losses(transformer, styles, extractor, photos, image_size, style_weight=None):
+    """:func:`style_loss_of_photos` of each style on centre crops of 16 photos spread over the folder."""
+    probe = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0], style_weight=style_weight,
+                             feature_extractor=extractor)
+    calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], image_size)
+    return style_loss_of_photos(probe, calibration)
+
+
 def _added_style_weight(transformer, styles, extractor, photos, config):
     """Style weights ``[0, ..., 0, w]`` for a style added to `transformer`, and the photo losses.
 
@@ -722,9 +727,7 @@ def _added_style_weight(transformer, styles, extractor, photos, config):
     count = transformer.num_styles
     base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if config.style_weight is None else config.style_weight
     weights = [0.0] * (count - 1) + [base]
-    probe = FastStyleTrainer(transformer, styles, style_weight=weights, feature_extractor=extractor)
-    calibration = data.center_crops(photos.files[:: max(1, len(photos.files) // 16)][:16], config.image_size)
-    losses_now = style_loss_of_photos(probe, calibration)
+    losses_now = _calibration_losses(transformer, styles, extractor, photos, config.image_size, weights)
     products = [entry["style_weight"] * entry["photo_style_loss"]
                 for entry in transformer.metadata.get("styles", {}).values()
                 if entry.get("style_weight") and entry.get("photo_style_loss")]
