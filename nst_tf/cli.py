@@ -684,7 +684,7 @@ def run_export(args):
             raise ConfigError(f"--{flag.replace('_', '-')} applies to --format tflite only. "
                               f"Received: {flag}={getattr(args, flag)!r}, format='{args.format}'")
     import_tensorflow(args.verbose)
-    from nst_tf import export, signatures
+    from nst_tf import export
 
     name = export.check_model_name(args.name or pathlib.Path(args.model).stem)
     result = export.export_model(args.model, pathlib.Path(args.saved_models) / name, version=args.version,
@@ -718,18 +718,11 @@ def _run_tflite_export(args):
 # --- train ---
 
 
-# nst_tf.training.TrainConfig's defaults, restated so that --help needs no TensorFlow
-# (tests/test_cli.py keeps them equal); flags left out take TrainConfig's own default.
-_TRAIN_DEFAULTS = {"batch_size": 4, "image_size": 256, "style_size": 256, "learning_rate": 1e-3,
-                   "loss_network": "vgg16", "loss_weights_file": "imagenet", "seed": 0, "strategy": "default",
-                   "save_every": 100, "width_multiplier": 1.0, "num_residual_blocks": 5}
-
-
 def add_train_arguments(parser):
-    """Flags of ``train``; each is the :class:`nst_tf.training.TrainConfig` field of the same name."""
-    from nst_tf.config import STRATEGIES, TRAIN_LAYERS
+    """Flags of ``train``; each is the :class:`nst_tf.config.TrainConfig` field of the same name."""
+    from nst_tf.config import STRATEGIES, TRAIN_LAYERS, TrainConfig
 
-    d = _TRAIN_DEFAULTS
+    d = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     io = parser.add_argument_group("files")
     io.add_argument("--style", nargs="+",
                     help="style image; several train one multi-style network (conditional instance norm)")
@@ -750,7 +743,7 @@ def add_train_arguments(parser):
 
     def arg(flag, help, **kwargs):
         field = flag[2:].replace("-", "_")
-        shown = f" ({d[field]})" if field in d else ""
+        shown = f" ({d[field]})" if d.get(field) is not None else ""
         t.add_argument(flag, default=argparse.SUPPRESS, help=help + shown, **kwargs)
 
     arg("--batch-size", "global batch", type=int)
@@ -821,11 +814,13 @@ def check_train_args(args):
 
 def run_train(args):
     """Runs ``train`` from parsed flags; returns the exit status."""
+    from nst_tf.config import TrainConfig
+
     check_train_args(args)
+    config = _config_from_args(TrainConfig, args)
     import_tensorflow(args.verbose)
     from nst_tf import training
 
-    config = _config_from_args(training.TrainConfig, args)
     try:
         result = training.train(config)
     except KeyboardInterrupt:

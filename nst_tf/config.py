@@ -8,6 +8,9 @@ backbone's default", resolved by :meth:`StyleConfig.resolved`.  Validation runs 
 
 import dataclasses
 import math
+import numbers
+import os
+import pathlib
 from typing import Optional, Tuple
 
 from nst_tf.backbones import BACKBONES, POOLING_MODES, get_spec
@@ -54,6 +57,9 @@ TRAIN_LOSS_WEIGHTS = {
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 """``tf.distribute`` strategies of training."""
+
+PHOTO_STYLE = "photo"
+"""Name of the content-only style of a multi-style network, which the style strength blends toward."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +253,160 @@ def _non_negative(value):
 def _require(ok, name, value, what):
     if not ok:
         raise ConfigError(f"--{name.replace('_', '-')} must be {what}. Received: {name}={value!r}")
+
+
+def _int(value, minimum):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run; each field is the ``scripts/train.py`` flag of that name.
+
+    Attributes:
+        style: path of the style image, or a tuple of paths (kept as a tuple): several
+            train one multi-style network (conditional instance normalization, Dumoulin
+            et al. 2017).
+        data: folder of training photos (recursive).
+        output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
+        steps: int or None. Optimizer steps; above ``save_every``, rounded up to a multiple of it.
+        epochs: float or None. Passes over the photos instead of ``steps``; neither given:
+            2 epochs (Johnson 2016).
+        batch_size: int. Global batch (split across replicas). Defaults to 4.
+        image_size: int. Side of the square training crops, pixels. Defaults to 256.
+        learning_rate: float. Adam step size. Defaults to 1e-3 (Johnson 2016).
+        content_weight, style_weight, tv_weight: float or None (``DEFAULT_LOSS_WEIGHTS``).
+        loss_network: ``vgg16`` (default), ``vgg19`` or ``squeezenet1_1``.
+        loss_weights_file: ``"imagenet"`` or a weights file of the loss network.
+        seed: int or None. Seeds Python, NumPy, TensorFlow and the data pipeline.
+        strategy: ``default``, ``mirrored`` (all local devices) or ``multi-worker``
+            (``TF_CONFIG`` cluster).
+        backup_dir: folder for ``BackupAndRestore`` (resumes a killed run); None: none.
+        log_dir: TensorBoard folder (losses, sample images; also PNG samples); None: none.
+        style_size: int or None. Longest side of the style image, pixels; None keeps it. Defaults
+            to 256 (Johnson's fast-neural-style default: strokes at the scale of 256 px crops).
+        save_every: int. Steps between backups, checkpoints and logs. Defaults to 100.
+        checkpoint_dir: folder for the latest TransformerNet checkpoint
+            (``transformer.keras``, every ``save_every`` steps); None: none.
+        init_model: optional ``.keras`` TransformerNet to start from (fine-tuning).
+        mixed_precision: bool. Train under the ``mixed_bfloat16`` policy (the saved model
+            is float32). Defaults to False.
+        style_names: tuple of str or None. Names of the styles (default: the style
+            files' stems); given or with several styles, the network is multi-style.
+        photo_style: bool. Add the ``"photo"`` style (content loss only), which the
+            style strength control blends toward. Defaults to False.
+        width_multiplier: float > 0. Channel width of the new network (0.5: Johnson's
+            half width). Defaults to 1.0.
+        num_residual_blocks: int >= 0. Defaults to 5.
+        balance_style_weights: bool. Scale the style weight per style so that every
+            style has the same weighted style loss on the photos
+            (:func:`balanced_style_weights`). Defaults to False.
+        flip: bool. Random horizontal flips of the training crops. Defaults to False.
+        add_style: str or None. A style image to add to the multi-style network
+            `init_model` by training only its new ``gamma``/``beta`` rows, the
+            convolutions and the other styles frozen (Dumoulin et al. 2017, sec. 4);
+            `style` is then unused. Its weight follows the network's balance.
+
+    Raises:
+        ConfigError: a value out of range, both or a bad `steps`/`epochs`, unknown
+            strategy, an output path that is not ``.keras``.
+    """
+
+    style: str
+    data: str
+    output: str
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    batch_size: int = 4
+    image_size: int = 256
+    learning_rate: float = 1e-3
+    content_weight: Optional[float] = None
+    style_weight: Optional[float] = None
+    tv_weight: Optional[float] = None
+    loss_network: str = "vgg16"
+    loss_weights_file: Optional[str] = "imagenet"
+    seed: Optional[int] = 0
+    strategy: str = "default"
+    backup_dir: Optional[str] = None
+    log_dir: Optional[str] = None
+    style_size: Optional[int] = 256
+    save_every: int = 100
+    checkpoint_dir: Optional[str] = None
+    init_model: Optional[str] = None
+    mixed_precision: bool = False
+    style_names: Optional[tuple] = None
+    photo_style: bool = False
+    width_multiplier: float = 1.0
+    num_residual_blocks: int = 5
+    balance_style_weights: bool = False
+    flip: bool = False
+    add_style: Optional[str] = None
+
+    def __post_init__(self):
+        if self.add_style is not None:
+            if not self.init_model:
+                raise ConfigError(f"--add-style needs --init-model, the multi-style network to extend. "
+                                  f"Received: add_style={self.add_style!r}, init_model=None")
+            object.__setattr__(self, "style", (self.add_style,))
+        elif not self.style:
+            raise ConfigError("Give the style image(s) with --style (or --add-style with --init-model). "
+                              "Received: style=None")
+        if isinstance(self.style, (str, os.PathLike)):
+            object.__setattr__(self, "style", (os.fspath(self.style),))
+        elif isinstance(self.style, (list, tuple)):
+            object.__setattr__(self, "style", tuple(str(path) for path in self.style))
+        if self.style_names is not None:
+            object.__setattr__(self, "style_names", tuple(self.style_names))
+            if len(self.style_names) != len(self.styles):
+                raise ConfigError(f"--style-names needs one name per --style ({len(self.styles)}). "
+                                  f"Received: style_names={list(self.style_names)}")
+        _require(_number(self.width_multiplier) and self.width_multiplier > 0, "width_multiplier",
+                 self.width_multiplier, "a number > 0")
+        _require(_int(self.num_residual_blocks, 0), "num_residual_blocks", self.num_residual_blocks,
+                 "an integer >= 0")
+        get_spec(self.loss_network)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. "
+                              f"Received: strategy={self.strategy!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(f"Give --steps or --epochs, not both. Received: steps={self.steps}, epochs={self.epochs}")
+        _require(self.steps is None or _int(self.steps, 1), "steps", self.steps, "an integer >= 1")
+        _require(self.epochs is None or (_number(self.epochs) and self.epochs > 0), "epochs", self.epochs, "> 0")
+        _require(_int(self.batch_size, 1), "batch_size", self.batch_size, "an integer >= 1")
+        _require(_int(self.image_size, 16), "image_size", self.image_size, "an integer >= 16 (pixels)")
+        _require(self.style_size is None or _int(self.style_size, 16), "style_size", self.style_size,
+                 "an integer >= 16 (pixels)")
+        _require(_int(self.save_every, 1), "save_every", self.save_every, "an integer >= 1")
+        _require(_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            _require(value is None or (_number(value) and value >= 0), name, value, "a finite number >= 0")
+        if pathlib.Path(self.output).suffix != ".keras":
+            raise ConfigError(f"--output must be a .keras file path. Received: output={self.output!r}")
+
+    @property
+    def styles(self):
+        """The style image paths, a tuple."""
+        return self.style or ()
+
+    @property
+    def multi_style(self):
+        """Whether the run trains a multi-style network."""
+        return len(self.styles) > 1 or self.photo_style or self.style_names is not None
+
+    def names(self):
+        """Style names of a multi-style run, in order (``"photo"`` last with `photo_style`)."""
+        names = list(self.style_names or (pathlib.Path(path).stem for path in self.styles))
+        return names + [PHOTO_STYLE] if self.photo_style else names
+
+    def total_steps(self, num_photos):
+        """Optimizer steps of the run: up to ``save_every`` exactly, above it a multiple of ``save_every``."""
+        steps = self.steps or math.ceil((self.epochs or 2) * num_photos / self.batch_size)
+        return steps if steps <= self.save_every else math.ceil(steps / self.save_every) * self.save_every
 
 
 # Published recipes, restated in nst_tf's units (mean-normalized content loss, Gram matrices

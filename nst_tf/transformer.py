@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nst_tf.config import PHOTO_STYLE
 from nst_tf.errors import ConfigError
 from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
 
@@ -40,8 +41,6 @@ def align_padding(height, width):
     return pads
 
 
-PHOTO_STYLE = "photo"
-"""Name of the style slot trained with content loss only: the identity of a multi-style network."""
 MAX_STRENGTH = 2.0
 """Largest style strength :meth:`TransformerNet.style_weights` accepts."""
 

@@ -407,13 +407,11 @@ def test_export_has_one_parser_for_both_entry_points(capsys):
 
 
 def test_restated_defaults_match_the_library():
-    from nst_tf import export, stylizer, training
+    from nst_tf import export, stylizer
 
     assert cli._EXPORT_DEFAULTS == {"max_image_size": export.DEFAULT_MAX_IMAGE_SIZE,
                                     "output_formats": export.OUTPUT_FORMATS,
                                     "warmup_size": export.DEFAULT_WARMUP_SIZE}
-    config = training.TrainConfig(style="s", data="d", output="o.keras")
-    assert cli._TRAIN_DEFAULTS == {name: getattr(config, name) for name in cli._TRAIN_DEFAULTS}
     assert cli._INFERENCE_PRECISIONS == stylizer.INFERENCE_PRECISIONS
 
 
