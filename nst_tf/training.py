@@ -482,6 +482,10 @@ def train(config, callbacks=(), verbose="auto"):
         elif config.init_model:
             transformer = load_transformer(config.init_model, dtype=policy)
             styles = styles + [None] if config.photo_style else styles
+            if transformer.num_styles and config.names() != list(transformer.style_names):
+                # Each style image trains the row of its position: a different order would retrain the wrong rows.
+                raise ConfigError(f"The style images must be the --init-model network's styles, in its order: "
+                                  f"{', '.join(transformer.style_names)}. Received: {', '.join(config.names())}")
         elif config.multi_style:
             transformer = TransformerNet(width_multiplier=config.width_multiplier,
                                          num_residual_blocks=config.num_residual_blocks, style_names=config.names(),

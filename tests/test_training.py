@@ -398,6 +398,26 @@ def test_added_style_trains_only_its_own_row(folder, style_file, tmp_path):
     assert added.metadata["added_styles"][0]["name"] == "other" and "other" in added.metadata["styles"]
 
 
+@pytest.mark.slow
+def test_continuing_a_multi_style_network_keeps_its_styles(folder, style_file, tmp_path):
+    other = write_image(tmp_path / "other.png", (40, 40), seed=7)
+    base_config = _config(folder, style_file, tmp_path, style=(str(style_file), str(other)), photo_style=True,
+                          steps=2, save_every=2, output=str(tmp_path / "base.keras"))
+    train(base_config)
+    config = _config(folder, style_file, tmp_path, style=(str(style_file), str(other)), photo_style=True,
+                     init_model=base_config.output, steps=2, save_every=2, output=str(tmp_path / "more.keras"))
+    train(config)
+    base, more = load_transformer(base_config.output), load_transformer(config.output)
+    assert more.style_names == base.style_names == ["style", "other", "photo"]
+    x = _photos(1)
+    assert np.abs(np.asarray(more(x, style=[1])) - np.asarray(base(x, style=[1]))).max() > 0
+    swapped = _config(folder, style_file, tmp_path, style=(str(other), str(style_file)), photo_style=True,
+                      init_model=base_config.output, steps=2, save_every=2, output=str(tmp_path / "bad.keras"))
+    with pytest.raises(ConfigError, match="in its order: style, other, photo. Received: other, style, photo"):
+        train(swapped)
+    assert not (tmp_path / "bad.keras").exists()
+
+
 @pytest.mark.parametrize("case, message", [
     ("add-without-init", "--add-style needs --init-model"),
     ("add-to-single", "multi-style network only"),
