@@ -310,14 +310,41 @@ class TransformerCheckpoint(keras.callbacks.Callback):
 
     Args:
         path: str. ``.keras`` file, overwritten each time.
+        describe: optional callable ``progress -> dict``, the metadata of the run so far
+            (``progress`` holds ``steps``, ``seconds``, ``images_per_second`` and
+            ``history`` as :func:`train` returns them). The checkpoint then carries it,
+            marked ``"in_progress": True``, so a run stopped early leaves a network that
+            says how it was trained.
+        batch_size: int, global batch, for ``images_per_second``.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, describe=None, batch_size=1):
         super().__init__()
         self.path = path
+        self.describe = describe
+        self.batch_size = batch_size
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+        self._first_step = int(self.model.optimizer.iterations.numpy())
+        self._history = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        save_transformer(self.model.transformer, self.path)
+        transformer = self.model.transformer
+        if self.describe is None:
+            save_transformer(transformer, self.path)
+            return
+        for key, value in (logs or {}).items():
+            self._history.setdefault(key, []).append(float(value))
+        steps, seconds = int(self.model.optimizer.iterations.numpy()), time.perf_counter() - self._start
+        progress = {"steps": steps, "seconds": seconds, "history": self._history,
+                    "images_per_second": (steps - self._first_step) * self.batch_size / seconds}
+        original = transformer.metadata  # The final metadata is built from the initial one.
+        transformer.metadata = {**self.describe(progress), "in_progress": True}
+        try:
+            save_transformer(transformer, self.path)
+        finally:
+            transformer.metadata = original
 
 
 class SampleImages(keras.callbacks.Callback):
@@ -522,7 +549,13 @@ def train(config, callbacks=(), verbose="auto"):
     if config.backup_dir:
         all_callbacks.append(keras.callbacks.BackupAndRestore(config.backup_dir, double_checkpoint=True))
     if config.checkpoint_dir:
-        all_callbacks.append(TransformerCheckpoint(os.path.join(config.checkpoint_dir, "transformer.keras")))
+        def describe(progress):
+            result = {**progress, "photos": len(photos.files)}
+            if added is None:
+                return training_metadata(config, trainer, result, photo_losses)
+            return added_style_metadata(transformer, config, trainer, result, photo_losses)
+
+        all_callbacks.append(TransformerCheckpoint(checkpoint, describe, config.batch_size))
     if config.log_dir:
         samples = data.center_crops(photos.files[::max(1, len(photos.files) // 3)][:3], config.image_size)
         if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs the tensorboard package.

@@ -209,7 +209,12 @@ def test_cli_trains_with_logs_checkpoints_and_mixed_precision(folder, style_file
     assert status == 0 and "Saved" in out and "1 unreadable skipped" in out
     model = load_transformer(output)
     assert model.dtype_policy.name == "float32"  # Saved for plain float32 inference.
-    load_transformer(tmp_path / "ckpt" / "transformer.keras")
+    checkpoint = load_transformer(tmp_path / "ckpt" / "transformer.keras").metadata
+    assert checkpoint["in_progress"] is True and "in_progress" not in model.metadata
+    # The checkpoint of the last epoch describes the same run as the final network.
+    assert checkpoint["training"]["steps"] == model.metadata["training"]["steps"] == 2
+    assert checkpoint["training"]["config"] == model.metadata["training"]["config"]
+    assert checkpoint["training"]["final_losses"] == model.metadata["training"]["final_losses"]
     assert sorted(p.name for p in (tmp_path / "logs" / "samples").glob("*.png")) == [
         "step_000001.png", "step_000002.png"]
     assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
