@@ -17,7 +17,7 @@ import pytest
 from helpers import ROOT, write_image
 from serving.testing import free_port
 
-STEPS, GLOBAL_BATCH = 2, 4
+STEPS, GLOBAL_BATCH = 3, 4
 
 # One worker: train, then save its weights, the first local batch its shard of the photos gives, and
 # its network's output on that batch.
@@ -42,8 +42,18 @@ from nst_tf.stylizer import load_transformer
 network = load_transformer(config.output)
 stylized = np.asarray(network(np.asarray(local, np.float32)))
 np.savez(config.output + ".npz", local=local, stylized=stylized, *network.get_weights())
+# The weights the output does not depend on: shifting one by a random normal leaves the output as it is.
+rng = np.random.default_rng(0)
+unused = []
+for index, weight in enumerate(network.weights):
+    value = weight.numpy()
+    weight.assign(value + rng.normal(0, 1, value.shape).astype(value.dtype))
+    if np.abs(np.asarray(network(np.asarray(local, np.float32))) - stylized).max() < 1.0:  # Grey levels.
+        unused.append(index)
+    weight.assign(value)
 print(json.dumps({"steps": result["steps"], "replicas": strategy.num_replicas_in_sync,
-                  "strategy": type(strategy).__name__}))
+                  "strategy": type(strategy).__name__, "unused": unused,
+                  "names": [weight.path for weight in network.weights]}))
 """
 
 
@@ -124,14 +134,24 @@ def test_two_workers_shard_the_photos_and_end_with_identical_weights(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the two-worker run and one process on the global batch end apart "
-                   "(max |dw| 0.04 = 2 Adam steps x 2 lr, outputs up to 217 grey levels apart): not explained yet")
 def test_two_workers_equal_one_process_on_the_global_batch(runs):
-    _, ((w0, local0, out0), (_, local1, out1), (ws, _, outs)) = runs
-    differences = np.concatenate([np.abs(a - b).ravel() for a, b in zip(w0, ws)])
-    print(f"|w_worker0 - w_single|: max {differences.max():.3g}, median {np.median(differences):.3g}; outputs: max "
-          f"{float(np.abs(np.concatenate([out0, out1]) - outs).max()):.3g}")
-    np.testing.assert_allclose(np.concatenate([out0, out1]), outs, atol=0.5)
+    results, ((w0, local0, out0), (_, local1, out1), (ws, _, outs)) = runs
+    # Weights the output does not depend on (conv biases that instance normalization subtracts again,
+    # shifts that reach only such a convolution) have a gradient that is zero up to float round-off;
+    # Adam divides it by its own magnitude and moves them by up to lr a step, in no particular direction.
+    unused = set(results[2]["unused"])
+    assert unused == set(results[0]["unused"]) and all("bias" in results[2]["names"][i] or "beta" in
+                                                       results[2]["names"][i] for i in unused)
+    differences = {results[2]["names"][i]: float(np.abs(a - b).max()) for i, (a, b) in enumerate(zip(w0, ws))}
+    used = [d for i, d in enumerate(differences.values()) if i not in unused]
+    outputs = float(np.abs(np.concatenate([out0, out1]) - outs).max())
+    print(f"|w_worker0 - w_single|: max {max(used):.3g} over the {len(used)} weights the output depends on, "
+          f"{max(differences.values()):.3g} over all; outputs: max {outputs:.3g} grey levels")
+    # Float32 round-off: the cluster sums two half-batch gradients, one process the whole batch at once
+    # (about 1e-6 relative); 1e-4 is a hundredth of one Adam step at learning rate 1e-2.
+    # The outputs: a twentieth of a grey level, far below what an 8-bit image shows.
+    assert max(used) <= 1e-4, differences
+    np.testing.assert_allclose(np.concatenate([out0, out1]), outs, atol=5e-2)
 
 
 @pytest.mark.slow
