@@ -120,18 +120,29 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
             Defaults to 4 (Johnson 2016).
         shuffle: bool. Shuffle the files anew each pass. Defaults to True.
         repeat: bool. Repeat forever (the training length is set by steps). Defaults to True.
-        seed: int or None. Seeds shuffling, cropping and flipping.
+        seed: int or None. Seeds shuffling, cropping and flipping: the same seed gives the
+            same batches, from every iterator of the dataset and in every process (the
+            workers of a multi-worker run each build the same global batches).
         flip: bool. Random horizontal flips. Defaults to False.
 
     Returns:
         tf.data.Dataset of float32 ``[batch_size, image_size, image_size, 3]``, RGB in
         [0, 255]. Files that fail to decode are dropped (``ignore_errors``).
     """
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    files = tf.constant(list(files), tf.string)
     if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
+        # One permutation per pass, drawn statelessly from (seed, pass): every iterator of the dataset
+        # yields the same stream.  tf.data's seeded shuffle would reshuffle for each new iterator, and
+        # Keras' fit under a tf.distribute strategy iterates once to build the model before it trains,
+        # so a run under a strategy would train on other batches than one without.
+        base = tf.constant(seed, tf.int64) if seed is not None else tf.random.uniform(
+            [], maxval=2 ** 62, dtype=tf.int64)
+        passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+        dataset = passes.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(tf.gather(
+            files, tf.random.experimental.stateless_shuffle(tf.range(tf.size(files)), tf.stack([base, index])))))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        dataset = dataset.repeat() if repeat else dataset
 
     def crop(path, crop_seed):
         image = _resize_shorter_side(_decode(path), image_size)

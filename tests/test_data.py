@@ -67,6 +67,18 @@ def test_dataset_is_reproducible_with_a_seed(photo_folder):
     np.testing.assert_array_equal(first, second)
 
 
+def test_every_iterator_of_a_seeded_dataset_yields_the_same_batches(tmp_path):
+    # Keras' fit under a tf.distribute strategy iterates once to build the model, then anew to train.
+    for i in range(5):  # Flat colours: a crop's mean tells its photo.
+        Image.new("RGB", (20, 16), (i * 50, 0, 0)).save(tmp_path / f"p{i}.png")
+    dataset = data.photo_dataset(data.scan_photos(tmp_path).files, 8, 1, seed=3)
+    first, second = (np.stack(list(dataset.take(20).as_numpy_iterator())) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    photos = np.round(first[:, 0].mean(axis=(1, 2, 3)) * 3 / 50).astype(int).reshape(4, 5)  # [pass, position]
+    assert all(sorted(row) == [0, 1, 2, 3, 4] for row in photos)  # Every pass shows each photo once...
+    assert len({tuple(row) for row in photos}) > 1  # ...in an order of its own.
+
+
 def test_crops_keep_the_shorter_side(tmp_path):
     # A 40x20 gradient resized to shorter side 10 is 20x10: a 10x10 crop keeps all rows.
     y, x = np.mgrid[0:20, 0:40]

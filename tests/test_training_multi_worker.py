@@ -7,6 +7,7 @@ Each worker is a process of its own with its own ``TF_CONFIG`` (127.0.0.1 only, 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from helpers import ROOT, write_image
 from serving.testing import free_port
 
-STEPS, GLOBAL_BATCH = 2, 4
+STEPS, GLOBAL_BATCH = 3, 4
 
 # One worker: train, then save its weights, the first local batch its shard of the photos gives, and
 # its network's output on that batch.
@@ -42,8 +43,54 @@ from nst_tf.stylizer import load_transformer
 network = load_transformer(config.output)
 stylized = np.asarray(network(np.asarray(local, np.float32)))
 np.savez(config.output + ".npz", local=local, stylized=stylized, *network.get_weights())
+# The weights the output does not depend on: shifting one by a random normal leaves the output as it is.
+rng = np.random.default_rng(0)
+unused = []
+for index, weight in enumerate(network.weights):
+    value = weight.numpy()
+    weight.assign(value + rng.normal(0, 1, value.shape).astype(value.dtype))
+    if np.abs(np.asarray(network(np.asarray(local, np.float32))) - stylized).max() < 1.0:  # Grey levels.
+        unused.append(index)
+    weight.assign(value)
 print(json.dumps({"steps": result["steps"], "replicas": strategy.num_replicas_in_sync,
-                  "strategy": type(strategy).__name__}))
+                  "strategy": type(strategy).__name__, "unused": unused,
+                  "names": [weight.path for weight in network.weights]}))
+"""
+
+# One worker of a resumable run: train with the given config (its own --backup-dir), report where
+# training began (after BackupAndRestore restored a backup) and, when told, stop after an epoch's
+# backup and wait there to be killed.
+_RESUMABLE_WORKER = """
+import json, pathlib, sys, threading
+import keras
+import numpy as np
+from nst_tf import training
+from nst_tf.stylizer import load_transformer
+from nst_tf.training import TrainConfig
+
+config = TrainConfig(**json.loads(sys.argv[1]))
+wait_after_epochs = int(sys.argv[2])  # 0: never.
+seen = {"epochs": []}
+
+
+class Probe(keras.callbacks.Callback):  # After train()'s own callbacks, BackupAndRestore among them.
+    def on_train_begin(self, logs=None):
+        seen["first_iteration"] = int(self.model.optimizer.iterations.numpy())
+        np.savez(config.output + ".begin.npz", *self.model.transformer.get_weights())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        seen["epochs"].append(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == wait_after_epochs:  # This epoch's backup is written.
+            np.savez(config.output + ".backed_up.npz", *self.model.transformer.get_weights())
+            pathlib.Path(config.output + ".waiting").touch()
+            threading.Event().wait()
+
+
+result = training.train(config, callbacks=[Probe()], verbose=0)
+np.savez(config.output + ".npz", *load_transformer(config.output).get_weights())
+print(json.dumps({"steps": result["steps"], **seen}))
 """
 
 
@@ -91,6 +138,31 @@ def _finish(process, limit=240):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _weights(path):
+    with np.load(path) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def _backup_epoch(folder):
+    """The epoch of the last complete backup in a BackupAndRestore folder, or None."""
+    try:
+        return json.loads((folder / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):  # Not written yet, or being written.
+        return None
+
+
+def _wait_for(condition, processes, logs, limit=240):
+    """Polls `condition` until it holds; fails when a process exits first or after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        for process, log in zip(processes, logs):
+            if process.poll() is not None:
+                pytest.fail(f"worker exited with {process.returncode} first: {log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting after {limit} s: {[log.read_text()[-1500:] for log in logs]}")
+        time.sleep(0.1)
+
+
 def _load(path):
     with np.load(path) as archive:
         weights = [archive[f"arr_{i}"] for i in range(len(archive.files) - 2)]
@@ -124,14 +196,24 @@ def test_two_workers_shard_the_photos_and_end_with_identical_weights(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the two-worker run and one process on the global batch end apart "
-                   "(max |dw| 0.04 = 2 Adam steps x 2 lr, outputs up to 217 grey levels apart): not explained yet")
 def test_two_workers_equal_one_process_on_the_global_batch(runs):
-    _, ((w0, local0, out0), (_, local1, out1), (ws, _, outs)) = runs
-    differences = np.concatenate([np.abs(a - b).ravel() for a, b in zip(w0, ws)])
-    print(f"|w_worker0 - w_single|: max {differences.max():.3g}, median {np.median(differences):.3g}; outputs: max "
-          f"{float(np.abs(np.concatenate([out0, out1]) - outs).max()):.3g}")
-    np.testing.assert_allclose(np.concatenate([out0, out1]), outs, atol=0.5)
+    results, ((w0, _, out0), (_, _, out1), (ws, _, outs)) = runs
+    # Weights the output does not depend on (conv biases that instance normalization subtracts again,
+    # shifts that reach only such a convolution) have a gradient that is zero up to float round-off;
+    # Adam divides it by its own magnitude and moves them by up to lr a step, in no particular direction.
+    unused = set(results[2]["unused"])
+    assert unused == set(results[0]["unused"]) and all("bias" in results[2]["names"][i] or "beta" in
+                                                       results[2]["names"][i] for i in unused)
+    differences = {results[2]["names"][i]: float(np.abs(a - b).max()) for i, (a, b) in enumerate(zip(w0, ws))}
+    used = [d for i, d in enumerate(differences.values()) if i not in unused]
+    outputs = float(np.abs(np.concatenate([out0, out1]) - outs).max())
+    print(f"|w_worker0 - w_single|: max {max(used):.3g} over the {len(used)} weights the output depends on, "
+          f"{max(differences.values()):.3g} over all; outputs: max {outputs:.3g} grey levels")
+    # Float32 round-off: the cluster sums two half-batch gradients, one process the whole batch at once
+    # (about 1e-6 relative); 1e-4 is a hundredth of one Adam step at learning rate 1e-2.
+    # The outputs: a twentieth of a grey level, far below what an 8-bit image shows.
+    assert max(used) <= 1e-4, differences
+    np.testing.assert_allclose(np.concatenate([out0, out1]), outs, atol=5e-2)
 
 
 @pytest.mark.slow
@@ -150,3 +232,49 @@ def test_a_worker_that_does_not_answer_is_a_one_line_error(problem, tmp_path):
     assert "Traceback" not in run.stderr
     assert time.monotonic() - start < 100
     assert not (tmp_path / "net.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_with_the_cluster_from_its_backup(problem, tmp_path):
+    _, photos, style = problem
+    steps, backed_up = 4, 2  # One backup per step; worker 1 is killed after the second.
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+
+    def start(index, wait_after_epochs=0, log=None):  # The same command each time, as a restarted cluster runs it.
+        config = _config(tmp_path, photos, style, f"worker{index}.keras", strategy="multi-worker", steps=steps,
+                         save_every=1, backup_dir=str(tmp_path / f"backup{index}"))
+        command = [sys.executable, "-c", _RESUMABLE_WORKER, json.dumps(config), str(wait_after_epochs)]
+        env = _env({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        if log is None:
+            return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        with log.open("w") as output:  # A file: nobody reads a pipe while the test waits.
+            return subprocess.Popen(command, env=env, stdout=output, stderr=output, cwd=ROOT)
+
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    first = [start(0, log=logs[0]), start(1, wait_after_epochs=backed_up, log=logs[1])]
+    try:
+        # Worker 1 waits after its backup; worker 0 has written its own and waits in the next step's all-reduce.
+        _wait_for(lambda: (tmp_path / "worker1.keras.waiting").exists()
+                  and _backup_epoch(tmp_path / "backup0") == backed_up, first, logs)
+        first[1].send_signal(signal.SIGKILL)
+        assert first[1].wait(timeout=60) == -signal.SIGKILL
+        assert first[0].poll() != 0  # Worker 0 cannot finish without its peer (it waits or fails)...
+    finally:
+        for process in first:  # ...and is restarted with the cluster.
+            process.kill()
+            process.communicate()
+    assert _backup_epoch(tmp_path / "backup1") == backed_up
+    assert not (tmp_path / "worker0.keras").exists() and not (tmp_path / "worker1.keras").exists()
+
+    results = [_finish(process) for process in [start(0), start(1)]]
+    for result in results:
+        assert result["first_iteration"] == backed_up  # The optimizer continues from the backup, not from 0.
+        assert result["epochs"] == list(range(backed_up, steps)) and result["steps"] == steps
+    restored = [_weights(tmp_path / f"worker{i}.keras.begin.npz") for i in range(2)]
+    for restored_weights in restored:
+        for a, b in zip(_weights(tmp_path / "worker1.keras.backed_up.npz"), restored_weights):
+            np.testing.assert_array_equal(a, b)
+    final = [_weights(tmp_path / f"worker{i}.keras.npz") for i in range(2)]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(*final)) == 0.0
+    assert not any(np.array_equal(a, b) for a, b in zip(final[1], restored[1]) if a.size > 100)  # It trained on.
+    assert not (tmp_path / "backup0").exists() and not (tmp_path / "backup1").exists()  # Deleted when done.
