@@ -318,8 +318,9 @@ def check_stylize_args(args):
                           f"Received: content={args.content}")
     args.content = args.content[0]
     if pathlib.Path(args.content).is_dir():
-        raise ConfigError(f"--content is a directory; optimization stylizes one image file. To stylize every "
-                          f"photo in a folder, give a trained network with --model. Received: content='{args.content}'")
+        raise ConfigError(f"--content is a directory; this check takes one image file (a folder is checked by "
+                          f"check_stylize_folder_args), or give a trained network with --model. "
+                          f"Received: content='{args.content}'")
     config = _config_from_args(StyleConfig, args, args.preset)
     _check_minimums(args, save_every=0, print_every=0)
     output = images.check_output_path(args.output)

@@ -563,9 +563,11 @@ def stylize_files(contents, outputs, style_paths, config, center_crop=False, ext
     """Stylizes photos one after another, each into its own file; photos whose file exists are skipped.
 
     Each photo runs through :func:`stylize` with one feature network and one loading of
-    the style images for all of them, and its result is written atomically when its
-    optimization has finished: an interrupted run leaves only complete outputs, so
-    calling again with the same arguments resumes where it stopped.
+    the style images for all of them (the style's Gram matrices, one forward pass, are
+    recomputed per photo: colour matching makes them depend on the photo), and its
+    result is written atomically when its optimization has finished: an interrupted run
+    leaves only complete outputs, so calling again with the same arguments resumes where
+    it stopped.
 
     Args:
         contents: sequence of content photo paths.
