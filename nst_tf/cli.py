@@ -370,12 +370,11 @@ def check_stylize_folder_args(args):
     if not args.style:
         raise ConfigError(f"--style is required: give the style image(s) the photos of the folder are optimized "
                           f"toward (or --model for a trained network). Received: style=None, content='{folder}'")
-    for flag in ("mask", "save_every"):
+    for flag in ("mask", "save_every", "print_every"):
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')} applies to one content image, not a folder. "
                               f"Received: {flag}={getattr(args, flag)!r}, content='{folder}'")
     config = _config_from_args(StyleConfig, args, args.preset)
-    _check_minimums(args, print_every=0)
     output = pathlib.Path(args.output)
     if output.suffix.lower() in images.SUPPORTED_OUTPUT_EXTENSIONS or output.is_file():
         raise ConfigError(f"A --content directory is optimized photo by photo into a folder: give a folder as "
