@@ -550,7 +550,11 @@ def load_inputs(content_path, style_paths, config, min_size=1, center_crop=False
         if size < needed:
             raise ImageError(f"The centre crop is smaller than the network needs ({needed} px). "
                              f"Received: image_size={size}")
-        content = data.center_crops([str(content_path)], size)
+        try:  # The training pipeline's decoder: what is cropped here is what training crops.
+            content = data.center_crops([str(content_path)], size)
+        except tf.errors.InvalidArgumentError:
+            raise ImageError(f"--center-crop reads the formats training reads ({', '.join(data.PHOTO_EXTENSIONS)}). "
+                             f"Received: content='{content_path}'") from None
     else:
         content = images.load_image(content_path, max_size=size, min_size=needed)
     style_size = max(1, round(size * config.style_scale))
