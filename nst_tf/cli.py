@@ -308,7 +308,7 @@ def check_stylize_args(args):
     """
     from nst_tf import files, images, memory
     from nst_tf.config import INIT_MODES, StyleConfig
-    from nst_tf.errors import ConfigError, WeightsError
+    from nst_tf.errors import ConfigError
 
     if not args.style:
         raise ConfigError("--style is required: give one or more style images (or --model for a trained "

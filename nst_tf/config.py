@@ -404,7 +404,8 @@ class TrainConfig:
 
     def _check_objective(self):
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}")
+            raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}. "
+                              f"Received: objective={self.objective!r}")
         if (self.objective == "pixel") != (self.targets is not None):
             raise ConfigError(f"--objective pixel and --targets go together: the pixel objective trains toward the "
                               f"stylized targets of the photos. Received: objective={self.objective!r}, "

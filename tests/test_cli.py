@@ -468,7 +468,8 @@ def test_folder_optimization_is_the_single_photo_optimization(tmp_path, painting
                    capsys)[0] == 0
     assert run_cli(["--content", str(folder / "p0.png"), "--style", str(painting), "--output",
                     str(tmp_path / "one.png")] + FAST, capsys)[0] == 0
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "t" / "p0.png")), np.asarray(Image.open(tmp_path / "one.png")))
+    folder_result, single_result = (np.asarray(Image.open(p)) for p in (tmp_path / "t" / "p0.png", tmp_path / "one.png"))
+    assert np.array_equal(folder_result, single_result)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -477,6 +478,8 @@ def test_folder_optimization_is_the_single_photo_optimization(tmp_path, painting
     ("save every", "--save-every applies to one content image"),
     ("same stem", "share the name 'p0'"),
     ("crop with model", "--center-crop applies to optimization"),
+    ("print every", "--print-every applies to one content image"),
+    ("crop of a tiff", "--center-crop reads the formats training reads"),
 ])
 def test_folder_optimization_bad_input(tmp_path, painting, capsys, case, message):
     folder = _photo_folder(tmp_path)
@@ -490,6 +493,13 @@ def test_folder_optimization_bad_input(tmp_path, painting, capsys, case, message
     elif case == "same stem":
         (folder / "sub").mkdir()
         write_image(folder / "sub" / "p0.png", (40, 32))
+    elif case == "print every":
+        argv += ["--print-every", "1"]
+    elif case == "crop of a tiff":
+        for path in folder.iterdir():
+            path.unlink()
+        Image.new("RGB", (40, 32)).save(folder / "t.tif")
+        argv += ["--center-crop"]
     elif case == "crop with model":
         argv = ["--content", str(folder), "--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "o"),
                 "--center-crop"]
