@@ -932,8 +932,12 @@ class QualityProblem:
 
 
 def build_quality_problem(model_path, style_dir, size=256, iterations=300, optimizer="adam", learning_rate=None,
-                          squeezenet_weights="auto", style_name=None):
+                          squeezenet_weights="auto", style_name=None, objective_model=None):
     """Builds :class:`QualityProblem` for a ``.keras`` network (settings from its metadata).
+
+    With `objective_model` (a ``.keras`` path), the objective is that network's training
+    objective instead: networks trained otherwise (``--objective pixel``, or a checkpoint
+    without metadata) are then judged by one perceptual loss.
 
     The optimization objective (:func:`nst_tf.optimize.build_objective` of ``config``
     with ``extractor``, the style image as is) equals ``evaluator.perceptual_losses``
@@ -942,7 +946,7 @@ def build_quality_problem(model_path, style_dir, size=256, iterations=300, optim
     `style_name` picks the style (its own style weight).
     """
     model = load_transformer(model_path)
-    settings = training_settings(model, style_name)
+    settings = training_settings(load_transformer(objective_model) if objective_model else model, style_name)
     network_name = settings["loss_network"]
     weights, weights_label = resolve_weights(network_name, squeezenet_weights if network_name == "squeezenet1_1"
                                              else "auto")
@@ -996,7 +1000,7 @@ _QUALITY_COLUMNS = [
 
 def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=None, size=256,
                       iterations=(50, 100, 300), optimizer="adam", learning_rate=None, squeezenet_weights="auto",
-                      max_photos=None, styles=None):
+                      max_photos=None, styles=None, objective_model=None):
     """Perceptual loss of the shipped networks next to optimization of the same objective.
 
     For each network of ``model_paths`` that exists and each content photo (longest
@@ -1019,6 +1023,8 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
         squeezenet_weights: ``"auto"``, None or a path, for a ``squeezenet1_1`` loss network.
         max_photos: int or None. Use only the first photos (sorted by name).
         styles: optional style names: only these styles of multi-style networks.
+        objective_model: optional ``.keras`` path: judge every network by this network's
+            training objective (:func:`build_quality_problem`), not by its own.
 
     Returns:
         SuiteResult with table ``quality`` (one row per network (and style) and photo plus
@@ -1039,7 +1045,7 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
     rows, checks, used = [], [], []
     for path, style_name in quality_targets(paths, styles):
         problem = build_quality_problem(path, style_dir, size, iterations[-1], optimizer, learning_rate,
-                                        squeezenet_weights, style_name)
+                                        squeezenet_weights, style_name, objective_model)
         settings, model, evaluator, config, extractor, style = (
             problem.settings, problem.model, problem.evaluator, problem.config, problem.extractor, problem.style)
         evaluate = tf.function(evaluator.perceptual_losses)
@@ -1111,6 +1117,8 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
             f"{item['model']}: settings from {item['source']}: style {item['style']} at {item['style_size']} px, "
             f"loss network {item['loss_network']} ({item['weights']} weights), loss weights (content, style, tv) = "
             f"{item['loss_weights']}, layers {item['layers']}.")
+    if objective_model:
+        notes.append(f"Every network is judged by the training objective of {_display_path(objective_model)}.")
     settings = {"models": [u["model"] for u in used], "size": size, "iterations": iterations,
                 "optimizer": optimizer, "photos": len(photos)}
     return SuiteResult("fast-quality", machine_info(), settings,

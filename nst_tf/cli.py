@@ -198,10 +198,16 @@ def add_stylize_arguments(parser):
     d = StyleConfig()
     io = parser.add_argument_group("files")
     io.add_argument("--content", required=True, nargs="+",
-                    help="content photo (any format Pillow reads); with --model also several files or folders")
+                    help="content photo (any format Pillow reads), or a folder of photos optimized one after "
+                         "another into the --output folder (resumable: existing outputs are skipped); with --model "
+                         "also several files or folders")
     io.add_argument("--style", nargs="+", help="one or more style images (not with --model)")
     io.add_argument("--output", required=True,
-                    help="output image (.png, .jpg, .webp, .bmp, .tif); with several --model inputs, a folder")
+                    help="output image (.png, .jpg, .webp, .bmp, .tif); with a --content folder or several "
+                         "--model inputs, a folder")
+    io.add_argument("--center-crop", action="store_true",
+                    help="optimize the centre square of the content: shorter side resized to --image-size, then "
+                         "cropped to --image-size x --image-size, as training crops are (pixel-loss targets)")
     fast = parser.add_argument_group("fast style transfer (Johnson et al. 2016): a trained network instead "
                                      "of optimization")
     fast.add_argument("--model", help="trained TransformerNet (.keras) or SavedModel version folder")
@@ -302,7 +308,7 @@ def check_stylize_args(args):
     """
     from nst_tf import files, images, memory
     from nst_tf.config import INIT_MODES, StyleConfig
-    from nst_tf.errors import ConfigError, WeightsError
+    from nst_tf.errors import ConfigError
 
     if not args.style:
         raise ConfigError("--style is required: give one or more style images (or --model for a trained "
@@ -312,8 +318,9 @@ def check_stylize_args(args):
                           f"Received: content={args.content}")
     args.content = args.content[0]
     if pathlib.Path(args.content).is_dir():
-        raise ConfigError(f"--content is a directory; optimization stylizes one image file. To stylize every "
-                          f"photo in a folder, give a trained network with --model. Received: content='{args.content}'")
+        raise ConfigError(f"--content is a directory; this check takes one image file (a folder is checked by "
+                          f"check_stylize_folder_args), or give a trained network with --model. "
+                          f"Received: content='{args.content}'")
     config = _config_from_args(StyleConfig, args, args.preset)
     _check_minimums(args, save_every=0, print_every=0)
     output = images.check_output_path(args.output)
@@ -324,13 +331,7 @@ def check_stylize_args(args):
         inputs.append(config.init)
     for path in inputs:
         images.check_image_file(path)
-    if config.weights not in ("imagenet", None):
-        if not os.path.isfile(config.weights):
-            raise WeightsError(f"Weights file not found. Pass an existing file, 'imagenet' or 'none'. "
-                               f"Received: weights={config.weights!r}")
-        if config.backbone != "squeezenet1_1" and "squeezenet" in pathlib.Path(config.weights).name.lower():
-            raise WeightsError(f"These look like SqueezeNet weights, but the backbone is {config.backbone}: add "
-                               f"--backbone squeezenet1_1. Received: weights={config.weights!r}")
+    _check_weights_file(config)
     if not args.mask:
         config.blend_weights(len(args.style))  # Fail on a count mismatch before the run.
     # From the header alone: a size that cannot fit fails before any image is decoded.
@@ -338,10 +339,87 @@ def check_stylize_args(args):
     return config, output
 
 
+def _check_weights_file(config):
+    """Raises WeightsError for a missing weights file or one named for another backbone."""
+    from nst_tf.errors import WeightsError
+
+    if config.weights not in ("imagenet", None):
+        if not os.path.isfile(config.weights):
+            raise WeightsError(f"Weights file not found. Pass an existing file, 'imagenet' or 'none'. "
+                               f"Received: weights={config.weights!r}")
+        if config.backbone != "squeezenet1_1" and "squeezenet" in pathlib.Path(config.weights).name.lower():
+            raise WeightsError(f"These look like SqueezeNet weights, but the backbone is {config.backbone}: add "
+                               f"--backbone squeezenet1_1. Received: weights={config.weights!r}")
+
+
+def check_stylize_folder_args(args):
+    """Checks the flags and files of ``stylize --content FOLDER`` (optimization); imports no TensorFlow.
+
+    Returns:
+        ``(config, contents, outputs)``: the StyleConfig, the photos (sorted, recursive) and
+        one output per photo, ``OUTPUT/<stem>.png``.
+
+    Raises:
+        ConfigError, ImageError, WeightsError: the first problem found, before anything slow.
+    """
+    from nst_tf import files, images, memory
+    from nst_tf.config import INIT_MODES, StyleConfig
+    from nst_tf.errors import ConfigError
+
+    folder = pathlib.Path(args.content[0])
+    if not args.style:
+        raise ConfigError(f"--style is required: give the style image(s) the photos of the folder are optimized "
+                          f"toward (or --model for a trained network). Received: style=None, content='{folder}'")
+    for flag in ("mask", "save_every", "print_every"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} applies to one content image, not a folder. "
+                              f"Received: {flag}={getattr(args, flag)!r}, content='{folder}'")
+    config = _config_from_args(StyleConfig, args, args.preset)
+    output = pathlib.Path(args.output)
+    if output.suffix.lower() in images.SUPPORTED_OUTPUT_EXTENSIONS or output.is_file():
+        raise ConfigError(f"A --content directory is optimized photo by photo into a folder: give a folder as "
+                          f"--output (one <stem>.png per photo), or --model to apply a trained network. "
+                          f"Received: output='{output}'")
+    contents = _content_files([folder])
+    stems = {}
+    for path in contents:
+        if path.stem in stems:
+            raise ConfigError(f"Two photos of the folder share the name '{path.stem}' and would share one output; "
+                              f"rename one. Received: '{stems[path.stem]}', '{path}'")
+        stems[path.stem] = path
+    outputs = [output / f"{path.stem}.png" for path in contents]
+    files.check_outputs_spare_inputs(outputs, [*contents, *args.style, config.init])
+    for path in args.style + ([config.init] if config.init not in INIT_MODES else []):
+        images.check_image_file(path)
+    _check_weights_file(config)
+    config.blend_weights(len(args.style))
+    for path, target in zip(contents, outputs):
+        if not target.exists():  # Photos already done are not read again.
+            images.check_image_file(path)
+            size = (config.output_size,) * 2 if args.center_crop else images.read_size(path)
+            memory.check_fits(config, memory.output_size(size, config.output_size))
+    return config, contents, outputs
+
+
+def run_folder_stylize(args):
+    """``stylize --content FOLDER`` by optimization: every photo in turn, skipping those done; exit status."""
+    config, contents, outputs = check_stylize_folder_args(args)
+    _start_tensorflow(args)
+    from nst_tf import optimize
+
+    summary = optimize.stylize_files(contents, outputs, args.style, config, center_crop=args.center_crop,
+                                     progress=not args.no_progress, quality=args.jpeg_quality)
+    print(f"Stylized {len(summary['done'])} photo(s), skipped {len(summary['skipped'])} already done, "
+          f"in {args.output}")
+    return 0
+
+
 def run_stylize(args):
     """Runs ``stylize`` from parsed flags; returns the exit status."""
     if args.model:
         return run_fast_stylize(args)
+    if len(args.content) == 1 and pathlib.Path(args.content[0]).is_dir():
+        return run_folder_stylize(args)
     config, output = check_stylize_args(args)
     _start_tensorflow(args)
 
@@ -351,7 +429,8 @@ def run_stylize(args):
     from nst_tf.errors import OptimizationError
 
     extractor = optimize.make_extractor(config)
-    content, styles = optimize.load_inputs(args.content, args.style, config, extractor.min_input_size)
+    content, styles = optimize.load_inputs(args.content, args.style, config, extractor.min_input_size,
+                                           center_crop=args.center_crop)
     region_mask = None
     if args.mask:
         region_mask = spatial.load_region_mask(args.mask, *content.shape[1:3], len(styles))
@@ -405,6 +484,8 @@ def run_fast_stylize(args):
         raise ConfigError(f"Model not found: give a .keras file or a SavedModel version folder. "
                           f"Received: model='{args.model}'")
     _check_minimums(args, tile=0, overlap=0, batch_size=1)
+    if args.center_crop:
+        raise ConfigError(f"--center-crop applies to optimization, not --model. Received: model='{args.model}'")
     if args.tile and args.tile < 2 * args.overlap:
         raise ConfigError(f"--tile must be at least twice --overlap. Received: tile={args.tile}, "
                           f"overlap={args.overlap}")
@@ -720,7 +801,7 @@ def _run_tflite_export(args):
 
 def add_train_arguments(parser):
     """Flags of ``train``; each is the :class:`nst_tf.config.TrainConfig` field of the same name."""
-    from nst_tf.config import STRATEGIES, TRAIN_LAYERS, TrainConfig
+    from nst_tf.config import OBJECTIVES, STRATEGIES, TRAIN_LAYERS, TrainConfig
 
     d = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     io = parser.add_argument_group("files")
@@ -735,6 +816,9 @@ def add_train_arguments(parser):
     io.add_argument("--log-dir", help="TensorBoard folder (losses, sample images; PNG samples in LOG_DIR/samples)")
     io.add_argument("--checkpoint-dir", help="keep the latest network as CHECKPOINT_DIR/transformer.keras")
     io.add_argument("--init-model", help="start from this .keras TransformerNet (fine-tuning)")
+    io.add_argument("--targets", default=argparse.SUPPRESS,
+                    help="with --objective pixel: folder of stylized targets, one per photo of --data with the same "
+                         "file stem (e.g. made by stylize --content DATA --center-crop --image-size 256)")
     t = parser.add_argument_group("training (Johnson et al. 2016)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int,
@@ -746,6 +830,8 @@ def add_train_arguments(parser):
         shown = f" ({d[field]})" if d.get(field) is not None else ""
         t.add_argument(flag, default=argparse.SUPPRESS, help=help + shown, **kwargs)
 
+    arg("--objective", "perceptual (Johnson et al.: loss network) or pixel (mean squared error to --targets, "
+        "plus --tv-weight, default 0)", choices=OBJECTIVES)
     arg("--batch-size", "global batch", type=int)
     arg("--image-size", "training crop side, px", type=int)
     arg("--style-size", "style image longest side, px", type=int)
@@ -806,6 +892,10 @@ def check_train_args(args):
     if not os.path.isdir(args.data):
         raise ConfigError(f"Training data folder not found: --data must be a folder of photos. "
                           f"Received: data='{args.data}'")
+    targets = getattr(args, "targets", None)
+    if targets is not None and not os.path.isdir(targets):
+        raise ConfigError(f"Targets folder not found: --targets must be a folder of stylized photos. "
+                          f"Received: targets='{targets}'")
     for flag in ("init_model", "loss_weights_file"):
         value = getattr(args, flag, None)
         if value not in (None, "imagenet") and not os.path.isfile(value):

@@ -55,6 +55,9 @@ TRAIN_LOSS_WEIGHTS = {
 }
 """``{loss_network: (content_weight, style_weight, tv_weight)}`` of training."""
 
+OBJECTIVES = ("perceptual", "pixel")
+"""Training objectives: Johnson's perceptual loss, or the pixel distance to optimized targets."""
+
 STRATEGIES = ("default", "mirrored", "multi-worker")
 """``tf.distribute`` strategies of training."""
 
@@ -310,6 +313,14 @@ class TrainConfig:
             `init_model` by training only its new ``gamma``/``beta`` rows, the
             convolutions and the other styles frozen (Dumoulin et al. 2017, sec. 4);
             `style` is then unused. Its weight follows the network's balance.
+        objective: ``perceptual`` (Johnson et al. 2016: content, style and TV losses through
+            the loss network) or ``pixel``: the mean squared error, pixels in [0, 255], between
+            the network's output and a stylized target of the same photo (made beforehand
+            by optimization, e.g. ``stylize --content FOLDER --center-crop``), plus
+            ``tv_weight`` times the TV loss (default 0); no loss network. Single style only;
+            `style` then only names the style. Defaults to ``perceptual``.
+        targets: folder of the targets of the ``pixel`` objective, one per photo of `data`,
+            matched by file stem (:func:`nst_tf.data.target_pairs`); None otherwise.
 
     Raises:
         ConfigError: a value out of range, both or a bad `steps`/`epochs`, unknown
@@ -345,6 +356,8 @@ class TrainConfig:
     balance_style_weights: bool = False
     flip: bool = False
     add_style: Optional[str] = None
+    objective: str = "perceptual"
+    targets: Optional[str] = None
 
     def __post_init__(self):
         if self.add_style is not None:
@@ -387,6 +400,21 @@ class TrainConfig:
             _require(value is None or (_number(value) and value >= 0), name, value, "a finite number >= 0")
         if pathlib.Path(self.output).suffix != ".keras":
             raise ConfigError(f"--output must be a .keras file path. Received: output={self.output!r}")
+        self._check_objective()
+
+    def _check_objective(self):
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}. "
+                              f"Received: objective={self.objective!r}")
+        if (self.objective == "pixel") != (self.targets is not None):
+            raise ConfigError(f"--objective pixel and --targets go together: the pixel objective trains toward the "
+                              f"stylized targets of the photos. Received: objective={self.objective!r}, "
+                              f"targets={self.targets!r}")
+        if self.objective == "pixel" and (self.multi_style or self.add_style or self.balance_style_weights):
+            raise ConfigError(f"--objective pixel trains a single-style network: give one --style (it names the "
+                              f"style of the targets), without --photo-style, --style-names, --add-style or "
+                              f"--balance-style-weights. Received: style={list(self.styles)}, "
+                              f"photo_style={self.photo_style}, style_names={self.style_names}")
 
     @property
     def styles(self):

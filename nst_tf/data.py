@@ -205,3 +205,94 @@ def center_crops(files, image_size):
         top, left = (height - image_size) // 2, (width - image_size) // 2
         crops.append(image[top:top + image_size, left:left + image_size].numpy())
     return np.stack(crops).astype(np.float32)
+
+
+def target_pairs(files, targets, image_size):
+    """Matches each photo to its stylized target: the file of `targets` with the same stem.
+
+    Args:
+        files: sequence of str. Photo paths (:func:`scan_photos`).
+        targets: str or path-like. Folder of targets (JPEG, PNG, BMP or GIF; searched
+            recursively), e.g. made by ``stylize --content DATA --output TARGETS --center-crop``.
+        image_size: int. Training crop side, pixels; each target's shorter side must reach it.
+
+    Returns:
+        tuple of ``(photo, target)`` str pairs, in the order of `files`.
+
+    Raises:
+        ImageError: `targets` is not a folder; a photo has no target (the message gives how
+            many and the first stems); two targets share a stem; a target is smaller than
+            `image_size` or unreadable.
+    """
+    root = pathlib.Path(targets)
+    if not root.is_dir():
+        raise ImageError(f"Targets folder not found or not a folder. Received: targets='{targets}'")
+    by_stem = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in PHOTO_EXTENSIONS and not path.name.startswith(".") and path.is_file():
+            if path.stem in by_stem:
+                raise ImageError(f"Two targets share the stem '{path.stem}'; keep one per photo. "
+                                 f"Received: '{by_stem[path.stem]}', '{path}'")
+            by_stem[path.stem] = path
+    missing = [pathlib.Path(photo).stem for photo in files if pathlib.Path(photo).stem not in by_stem]
+    if missing:
+        raise ImageError(f"{len(missing)} of {len(files)} photos have no target of the same name in the targets "
+                         f"folder (first: {', '.join(missing[:5])}); make them with stylize --content DATA "
+                         f"--output TARGETS --center-crop, or remove those photos. Received: targets='{targets}'")
+    pairs = []
+    for photo in files:
+        target = by_stem[pathlib.Path(photo).stem]
+        reason = _check(target)
+        if reason is not None:
+            raise ImageError(f"Target cannot be read ({reason}). Received: target='{target}'")
+        with Image.open(target) as image:
+            width, height = image.size
+        if min(width, height) < image_size:
+            raise ImageError(f"Target is smaller than the training crops: its shorter side must be at least "
+                             f"--image-size ({image_size} px). Received: target='{target}', size={width}x{height}")
+        pairs.append((str(photo), str(target)))
+    return tuple(pairs)
+
+
+def pair_dataset(pairs, image_size=256, batch_size=4, shuffle=True, repeat=True, seed=None, flip=False):
+    """Batches of ``(photo crop, target crop)``, the same window of both, for pixel-loss training.
+
+    Each photo is made pixel-aligned with its target as :func:`center_crops` makes the
+    photos that targets are optimized from: shorter side resized to the target's shorter
+    side, then the centre cropped to the target's height and width.  Then one random
+    `image_size` square window (and, with `flip`, one left-right mirror with probability
+    1/2) is applied to both.
+
+    Args:
+        pairs: sequence of ``(photo, target)`` paths (:func:`target_pairs`).
+        image_size, batch_size, shuffle, repeat, seed, flip: as :func:`photo_dataset`.
+
+    Returns:
+        tf.data.Dataset of ``(photos, targets)``, each float32 ``[batch_size, image_size,
+        image_size, 3]``, RGB in [0, 255]. Pairs that fail to decode are dropped.
+    """
+    photos, targets = (list(column) for column in zip(*pairs))
+    dataset = tf.data.Dataset.from_tensor_slices((photos, targets))
+    if shuffle:
+        dataset = dataset.shuffle(len(photos), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+
+    def crop(photo_path, target_path, crop_seed):
+        target = _decode(target_path)
+        shape = tf.shape(target)[:2]
+        photo = _resize_shorter_side(_decode(photo_path), tf.reduce_min(shape))
+        top, left = (tf.shape(photo)[0] - shape[0]) // 2, (tf.shape(photo)[1] - shape[1]) // 2
+        photo = photo[top:top + shape[0], left:left + shape[1]]
+        both = tf.image.stateless_random_crop(tf.concat([photo, target], -1), [image_size, image_size, 6],
+                                              seed=crop_seed)
+        if flip:
+            both = tf.image.stateless_random_flip_left_right(both, seed=crop_seed[::-1])
+        return both[..., :3], both[..., 3:]
+
+    crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, crop_seeds)).map(lambda paths, s: crop(paths[0], paths[1], s),
+                                                             num_parallel_calls=tf.data.AUTOTUNE,
+                                                             deterministic=seed is not None)
+    dataset = dataset.ignore_errors(log_warning=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -15,6 +15,7 @@ colour matching) and spatial control with guided Gram matrices (sec. 4).
 import copy
 import dataclasses
 import math
+import pathlib
 import time
 from typing import Callable, Dict, List, Sequence
 
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nst_tf import color, images, losses
+from nst_tf import color, data, images, losses
 from nst_tf.config import PRECISIONS, StyleConfig
 from nst_tf.errors import ImageError, OptimizationError
 from nst_tf.features import FeatureExtractor
@@ -522,14 +523,18 @@ def _progress_bar(total, enabled):
     return tqdm(total=total, unit="it", dynamic_ncols=True, desc="stylize")
 
 
-def load_inputs(content_path, style_paths, config, min_size=1):
+def load_inputs(content_path, style_paths, config, min_size=1, center_crop=False):
     """Loads the content image at ``config.output_size`` and the styles at their scale.
 
     Args:
         content_path: path of the content photo.
-        style_paths: list of style image paths (at least one).
+        style_paths: list of style image paths (may be empty).
         config: StyleConfig (``image_size`` or ``scales``, ``style_scale``).
         min_size: smallest side, pixels, the network accepts (checked at the smallest scale).
+        center_crop: bool. Give the content as the training pipeline crops it
+            (:func:`nst_tf.data.center_crops`: shorter side resized to ``output_size``,
+            then the centre ``output_size`` x ``output_size`` square), so that an optimized
+            image is pixel-aligned with the crop of its photo (pixel-loss training targets).
 
     Returns:
         ``(content, styles)`` float32 arrays as :func:`stylize` takes them.
@@ -540,7 +545,71 @@ def load_inputs(content_path, style_paths, config, min_size=1):
     size = config.output_size
     # The smallest scale must still fit the network: scale min_size up to the output size.
     needed = math.ceil(min_size * size / config.scale_plan()[0][0])
-    content = images.load_image(content_path, max_size=size, min_size=needed)
+    if center_crop:
+        images.check_image_file(content_path)
+        if size < needed:
+            raise ImageError(f"The centre crop is smaller than the network needs ({needed} px). "
+                             f"Received: image_size={size}")
+        try:  # The training pipeline's decoder: what is cropped here is what training crops.
+            content = data.center_crops([str(content_path)], size)
+        except tf.errors.InvalidArgumentError:
+            raise ImageError(f"--center-crop reads the formats training reads ({', '.join(data.PHOTO_EXTENSIONS)}). "
+                             f"Received: content='{content_path}'") from None
+    else:
+        content = images.load_image(content_path, max_size=size, min_size=needed)
     style_size = max(1, round(size * config.style_scale))
     styles = [images.load_image(p, max_size=style_size, min_size=needed) for p in style_paths]
     return content, styles
+
+
+def stylize_files(contents, outputs, style_paths, config, center_crop=False, extractor=None, progress=True,
+                  report=print, quality=95):
+    """Stylizes photos one after another, each into its own file; photos whose file exists are skipped.
+
+    Each photo runs through :func:`stylize` with one feature network and one loading of
+    the style images for all of them (the style's Gram matrices, one forward pass, are
+    recomputed per photo: colour matching makes them depend on the photo), and its
+    result is written atomically when its optimization has finished: an interrupted run
+    leaves only complete outputs, so calling again with the same arguments resumes where
+    it stopped.
+
+    Args:
+        contents: sequence of content photo paths.
+        outputs: sequence of output image paths, one per content photo.
+        style_paths: list of style image paths.
+        config: StyleConfig.
+        center_crop: bool. Square centre crops of ``config.output_size`` (see :func:`load_inputs`).
+        extractor: optional FeatureExtractor to reuse; built from `config` if None.
+        progress: show a progress bar per photo.
+        report: callable taking one line of text per photo (``done ...`` or ``skipped ...``).
+        quality: int. JPEG and WebP quality of the outputs.
+
+    Returns:
+        dict with ``done`` and ``skipped``: lists of the output paths (pathlib.Path).
+
+    Raises:
+        ImageError: an unreadable or too small photo. OptimizationError: a diverged run
+        (nothing is written for that photo). KeyboardInterrupt: Ctrl-C; the photo being
+        optimized is not written.
+    """
+    extractor = extractor or make_extractor(config)
+    styles = None
+    summary = {"done": [], "skipped": []}
+    for content_path, output in zip(contents, outputs):
+        output = pathlib.Path(output)
+        if output.exists():
+            report(f"skipped {content_path}: {output} exists")
+            summary["skipped"].append(output)
+            continue
+        content, loaded = load_inputs(content_path, style_paths if styles is None else [], config,
+                                      extractor.min_input_size, center_crop)
+        styles = loaded if styles is None else styles
+        result = stylize(content, styles, config, progress=progress, extractor=extractor)
+        if result.interrupted:  # A partial image would be taken for a finished one on the rerun.
+            raise KeyboardInterrupt
+        images.save_image(result.image, output, quality=quality)
+        last = result.history[-1] if result.history else {}
+        report(f"done {content_path} -> {output} ({content.shape[2]}x{content.shape[1]} px, {result.iterations} "
+               f"iterations in {result.seconds:.1f} s; total={last.get('total', float('nan')):.4g})")
+        summary["done"].append(output)
+    return summary

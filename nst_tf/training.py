@@ -218,6 +218,60 @@ class FastStyleTrainer(keras.Model):
         return terms["total"] / replicas
 
 
+class PixelTrainer(keras.Model):
+    """A TransformerNet trained to reproduce stylized targets pixel by pixel.
+
+    ``loss = mean((T(x) - y)^2) + tv_weight * L_tv(T(x))``: the mean squared error over
+    pixels and channels, pixels in [0, 255], between the network's output for a photo
+    ``x`` and the stylized target ``y`` of that photo (made beforehand by optimization,
+    :func:`nst_tf.optimize.stylize_files`), plus :func:`nst_tf.losses.total_variation_loss`.
+    No loss network is involved: the objective asks for the optimized image itself, not
+    for its features.  Metrics ``pixel_loss`` and ``tv_loss`` (weighted) add up to ``loss``.
+
+    Args:
+        transformer: single-style TransformerNet (or any Keras model from and to the pixel contract).
+        tv_weight: float >= 0. Defaults to 0.
+        **kwargs: ``keras.Model`` arguments.
+
+    Call arguments:
+        inputs: float32 ``[B, H, W, 3]`` photos, RGB in [0, 255].
+
+    Raises:
+        ConfigError: a negative or non-finite `tv_weight`.
+    """
+
+    def __init__(self, transformer, tv_weight=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(tv_weight, (int, float, np.floating)) and math.isfinite(tv_weight) and tv_weight >= 0):
+            raise ConfigError(f"`tv_weight` must be a finite number >= 0. Received: tv_weight={tv_weight}")
+        self.transformer = transformer
+        self.tv_weight = float(tv_weight)
+        self.pixel_tracker = keras.metrics.Mean(name="pixel_loss")
+        self.tv_tracker = keras.metrics.Mean(name="tv_loss")
+
+    def call(self, inputs, training=False):
+        return self.transformer(inputs, training=training)
+
+    def pixel_losses(self, stylized, targets):
+        """Weighted loss terms: dict of float32 scalars ``pixel``, ``tv`` and ``total``."""
+        stylized = tf.cast(stylized, tf.float32)
+        pixel = tf.reduce_mean(tf.square(stylized - tf.cast(targets, tf.float32)))
+        tv = self.tv_weight * losses.total_variation_loss(stylized)
+        return {"pixel": pixel, "tv": tv, "total": pixel + tv}
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}  # As FastStyleTrainer.
+        return logs
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        terms = self.pixel_losses(y_pred, y)
+        self.pixel_tracker.update_state(terms["pixel"])
+        self.tv_tracker.update_state(terms["tv"])
+        return terms["total"] / tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def style_loss_of_photos(trainer, photos):
     """Unweighted style loss of unstylized photos against each style: the scale of each style's Gram matrices.
 
@@ -480,66 +534,27 @@ def train(config, callbacks=(), verbose="auto"):
     checkpoint = os.path.join(config.checkpoint_dir, "transformer.keras") if config.checkpoint_dir else None
     files.check_outputs_spare_inputs([output, *filter(None, [checkpoint])], [*config.styles, config.init_model])
     photos = data.scan_photos(config.data)
+    pairs = data.target_pairs(photos.files, config.targets, config.image_size) if config.objective == "pixel" else None
     if config.backup_dir:  # Resume only the same run; the folder is deleted when the run completes.
         settings = files.run_settings(config, ignore=("output", "backup_dir", "log_dir", "checkpoint_dir", "strategy"),
-                                      digest=("style", "init_model", "add_style"), paths=("data",))
+                                      digest=("style", "init_model", "add_style"), paths=("data", "targets"))
         files.check_backup_folder(config.backup_dir, settings, keep=[config.data, *config.styles, config.init_model,
-                                                                     output, config.log_dir, checkpoint])
+                                                                     output, config.log_dir, checkpoint,
+                                                                     config.targets])
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     strategy = _strategy(config.strategy)
     policy = "mixed_bfloat16" if config.mixed_precision else None
     with strategy.scope():
-        extractor = FeatureExtractor(sum(DEFAULT_LAYERS[config.loss_network], ()), backbone=config.loss_network,
-                                     weights=config.loss_weights_file, dtype=policy)
-        styles = [_load_style(path, extractor, config.style_size) for path in config.styles]
-        if config.image_size < extractor.min_input_size:
-            raise ConfigError(f"--image-size must be at least {extractor.min_input_size} for {config.loss_network}. "
-                              f"Received: image_size={config.image_size}")
-        added = None
-        if config.add_style:
-            base = load_transformer(config.init_model, dtype=policy)
-            name = config.style_names[0] if config.style_names else pathlib.Path(config.add_style).stem
-            transformer = with_added_style(base, name)
-            added = transformer.num_styles - 1
-            for block, _ in transformer.norm_layers():  # Only the gamma/beta tables train.
-                block.conv.trainable = False
-            transformer.head.trainable = False
-            styles = [None] * added + styles
-        elif config.init_model:
-            transformer = load_transformer(config.init_model, dtype=policy)
-            styles = styles + [None] if config.photo_style else styles
-            if transformer.num_styles and config.names() != list(transformer.style_names):
-                # Each style image trains the row of its position: a different order would retrain the wrong rows.
-                raise ConfigError(f"The style images must be the --init-model network's styles, in its order: "
-                                  f"{', '.join(transformer.style_names)}. Received: {', '.join(config.names())}")
-        elif config.multi_style:
-            transformer = TransformerNet(width_multiplier=config.width_multiplier,
-                                         num_residual_blocks=config.num_residual_blocks, style_names=config.names(),
-                                         dtype=policy)
-            styles = styles + [None] if config.photo_style else styles
+        if config.objective == "pixel":
+            transformer, trainer, added, photo_losses = _pixel_trainer(config, policy)
         else:
-            transformer = TransformerNet(width_multiplier=config.width_multiplier,
-                                         num_residual_blocks=config.num_residual_blocks, dtype=policy)
-        style_weight = config.style_weight
-        photo_losses = None
-        if added is not None:
-            style_weight, photo_losses = _added_style_weight(transformer, styles, extractor, photos, config)
-        elif config.balance_style_weights:
-            photo_losses = _calibration_losses(transformer, styles, extractor, photos, config.image_size)
-            base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if style_weight is None else style_weight
-            style_weight = balanced_style_weights(photo_losses, base)
-        trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
-                                   content_weight=config.content_weight, style_weight=style_weight,
-                                   tv_weight=config.tv_weight, feature_extractor=extractor)
-        trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-        probe_batch = tf.zeros((1, config.image_size, config.image_size, 3))
-        if transformer.num_styles:  # BackupAndRestore needs it built.
-            trainer({"images": probe_batch, "style": tf.zeros([1], tf.int32)})
-        else:
-            trainer(probe_batch)
-    dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed,
-                                 flip=config.flip)
+            transformer, trainer, added, photo_losses = _perceptual_trainer(config, photos, policy)
+    if config.objective == "pixel":
+        dataset = data.pair_dataset(pairs, config.image_size, config.batch_size, seed=config.seed, flip=config.flip)
+    else:
+        dataset = data.photo_dataset(photos.files, config.image_size, config.batch_size, seed=config.seed,
+                                     flip=config.flip)
     if transformer.num_styles:
         dataset = data.with_random_styles(dataset, transformer.num_styles, seed=config.seed,
                                           choices=None if added is None else [added])
@@ -584,6 +599,80 @@ def train(config, callbacks=(), verbose="auto"):
         transformer.metadata = added_style_metadata(transformer, config, trainer, result, photo_losses)
     save_transformer(transformer, output)
     return result
+
+
+def _perceptual_trainer(config, photos, policy):
+    """The FastStyleTrainer of a perceptual run, built and compiled (inside the strategy's scope).
+
+    Returns:
+        ``(transformer, trainer, added, photo_losses)``: ``added`` is the index of an added
+        style (None otherwise), ``photo_losses`` the calibration losses of balanced or added styles.
+    """
+    extractor = FeatureExtractor(sum(DEFAULT_LAYERS[config.loss_network], ()), backbone=config.loss_network,
+                                 weights=config.loss_weights_file, dtype=policy)
+    styles = [_load_style(path, extractor, config.style_size) for path in config.styles]
+    if config.image_size < extractor.min_input_size:
+        raise ConfigError(f"--image-size must be at least {extractor.min_input_size} for {config.loss_network}. "
+                          f"Received: image_size={config.image_size}")
+    added = None
+    if config.add_style:
+        base = load_transformer(config.init_model, dtype=policy)
+        name = config.style_names[0] if config.style_names else pathlib.Path(config.add_style).stem
+        transformer = with_added_style(base, name)
+        added = transformer.num_styles - 1
+        for block, _ in transformer.norm_layers():  # Only the gamma/beta tables train.
+            block.conv.trainable = False
+        transformer.head.trainable = False
+        styles = [None] * added + styles
+    elif config.init_model:
+        transformer = load_transformer(config.init_model, dtype=policy)
+        styles = styles + [None] if config.photo_style else styles
+        if transformer.num_styles and config.names() != list(transformer.style_names):
+            # Each style image trains the row of its position: a different order would retrain the wrong rows.
+            raise ConfigError(f"The style images must be the --init-model network's styles, in its order: "
+                              f"{', '.join(transformer.style_names)}. Received: {', '.join(config.names())}")
+    elif config.multi_style:
+        transformer = TransformerNet(width_multiplier=config.width_multiplier,
+                                     num_residual_blocks=config.num_residual_blocks, style_names=config.names(),
+                                     dtype=policy)
+        styles = styles + [None] if config.photo_style else styles
+    else:
+        transformer = TransformerNet(width_multiplier=config.width_multiplier,
+                                     num_residual_blocks=config.num_residual_blocks, dtype=policy)
+    style_weight = config.style_weight
+    photo_losses = None
+    if added is not None:
+        style_weight, photo_losses = _added_style_weight(transformer, styles, extractor, photos, config)
+    elif config.balance_style_weights:
+        photo_losses = _calibration_losses(transformer, styles, extractor, photos, config.image_size)
+        base = DEFAULT_LOSS_WEIGHTS[config.loss_network][1] if style_weight is None else style_weight
+        style_weight = balanced_style_weights(photo_losses, base)
+    trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
+                               content_weight=config.content_weight, style_weight=style_weight,
+                               tv_weight=config.tv_weight, feature_extractor=extractor)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    probe_batch = tf.zeros((1, config.image_size, config.image_size, 3))
+    if transformer.num_styles:  # BackupAndRestore needs it built.
+        trainer({"images": probe_batch, "style": tf.zeros([1], tf.int32)})
+    else:
+        trainer(probe_batch)
+    return transformer, trainer, added, photo_losses
+
+
+def _pixel_trainer(config, policy):
+    """The PixelTrainer of a ``pixel`` run, built and compiled (inside the strategy's scope)."""
+    if config.init_model:
+        transformer = load_transformer(config.init_model, dtype=policy)
+        if transformer.num_styles:
+            raise ConfigError(f"--objective pixel trains a single-style network; --init-model has "
+                              f"{transformer.num_styles} styles. Received: init_model='{config.init_model}'")
+    else:
+        transformer = TransformerNet(width_multiplier=config.width_multiplier,
+                                     num_residual_blocks=config.num_residual_blocks, dtype=policy)
+    trainer = PixelTrainer(transformer, tv_weight=config.tv_weight or 0.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    trainer(tf.zeros((1, config.image_size, config.image_size, 3)))  # BackupAndRestore needs it built.
+    return transformer, trainer, None, None
 
 
 def _calibration_losses(transformer, styles, extractor, photos, image_size, style_weight=None):
@@ -640,6 +729,8 @@ def training_metadata(config, trainer, result, photo_losses=None):
     Returns:
         JSON-serializable dict.
     """
+    if isinstance(trainer, PixelTrainer):
+        return _pixel_training_metadata(config, trainer, result)
     content_weight, _, tv_weight = trainer.loss_weights
     names = list(trainer.transformer.style_names or [pathlib.Path(config.styles[0]).stem])
     paths = list(config.styles) + [None] * (len(names) - len(config.styles))
@@ -667,6 +758,24 @@ def training_metadata(config, trainer, result, photo_losses=None):
             **({"init_model_training": previous} if previous else {}),
         },
         "styles": styles,
+    }
+
+
+def _pixel_training_metadata(config, trainer, result):
+    """:func:`training_metadata` of a ``pixel`` run: its settings (objective, targets), TV weight and run."""
+    history = result.get("history", {})
+    previous = dict(trainer.transformer.metadata.get("training", {})) if config.init_model else {}
+    return {
+        "format": 1,
+        "training": {
+            "config": dataclasses.asdict(config),
+            "objective": config.objective, "targets": config.targets, "tv_weight": trainer.tv_weight,
+            "steps": int(result["steps"]), "seconds_this_run": float(result["seconds"]),
+            "images_per_second": float(result["images_per_second"]), "photos": int(result["photos"]),
+            "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
+            **({"init_model_training": previous} if previous else {}),
+        },
+        "styles": {pathlib.Path(config.styles[0]).stem: {"image": config.styles[0]}},
     }
 
 

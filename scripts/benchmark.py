@@ -123,6 +123,9 @@ def _parser():
     fast_quality.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     fast_quality.add_argument("--learning-rate", type=float, default=None, help="default: StyleConfig's (pixels)")
     fast_quality.add_argument("--max-photos", type=int, default=None, help="only the first N photos (sorted)")
+    fast_quality.add_argument("--objective-model", default=None,
+                              help="judge every network by this .keras network's training objective "
+                                   "(default: each by its own)")
     fast_quality.add_argument("--styles", nargs="+", default=None,
                               help="only these styles of multi-style networks (default: all but 'photo')")
 
@@ -198,7 +201,8 @@ def _run_fast(args, weights):
     return benchmark_fast.run_quality_suite(args.models or benchmark_fast.DEFAULT_MODELS, size=args.size,
                                             iterations=args.iterations, optimizer=args.optimizer,
                                             learning_rate=args.learning_rate, squeezenet_weights=weights,
-                                            max_photos=args.max_photos, styles=args.styles)
+                                            max_photos=args.max_photos, styles=args.styles,
+                                            objective_model=args.objective_model)
 
 
 def _run_augment(args, weights):

@@ -14,6 +14,10 @@ then one column per style, wrapped into blocks of ``--columns`` styles.
 optimization defaults (``scripts/stylize.py`` with the SqueezeNet weights) on the
 review pairs and writes photo | painting | output sheets.
 
+``python scripts/contact_sheet.py compare --models a.keras b.keras --labels pixel perceptual --style mosaic
+--photos chicago tubingen amber --output out/compare.jpg`` writes one sheet with a row per photo:
+photo | painting | each network's output, for networks trained on the same style.
+
 The assets folder is ``--assets`` (default ``$NST_TF_ASSETS`` or ``../shared/assets``
 from the current folder).  Exit status: 0 done, 2 bad input.
 """
@@ -174,6 +178,35 @@ def run_optimization(args):
     return 0
 
 
+def run_compare(args):
+    from nst_tf import stylizer
+
+    labels = args.labels or [pathlib.Path(path).stem for path in args.models]
+    if len(labels) != len(args.models):
+        print(f"error: give one --labels entry per --models entry ({len(args.models)}). Received: labels={labels}",
+              file=sys.stderr)
+        return 2
+    models = [stylizer.load_transformer(path) for path in args.models]
+    assets = pathlib.Path(args.assets)
+    painting = Image.open(assets / "images" / "style" / f"{args.style}.jpg")
+    rows = []
+    for photo in args.photos:
+        photo_path = assets / "images" / "content" / f"{photo}.jpg"
+        outputs = [_stylize(model, photo_path, args.style, args.size) for model in models]
+        rows.append(_labelled_row([Image.open(photo_path), painting, *outputs],
+                                  ["photo", f"painting: {args.style}", *labels], args.height))
+    sheet = Image.new("RGB", (max(row.width for row in rows), sum(row.height for row in rows)), "white")
+    y = 0
+    for row in rows:
+        sheet.paste(row, (0, y))
+        y += row.height
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(output, quality=90)
+    print(f"wrote {output} ({sheet.width}x{sheet.height})")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,6 +231,15 @@ def main(argv=None):
     optimization.add_argument("--size", type=int, default=256, help="image size, px (%(default)s)")
     optimization.add_argument("--iterations", type=int, default=300, help="Adam iterations (%(default)s)")
     optimization.add_argument("--height", type=int, default=320, help="panel height, px (%(default)s)")
+    compare = commands.add_parser("compare", help="photo | painting | each network, one row per photo")
+    compare.add_argument("--models", nargs="+", required=True, help=".keras single-style networks of one style")
+    compare.add_argument("--labels", nargs="+", help="one label per network (default: the file names)")
+    compare.add_argument("--style", required=True, help="the networks' style image name, e.g. mosaic")
+    compare.add_argument("--photos", nargs="+", default=["chicago", "tubingen", "amber"],
+                         help="content photo names (%(default)s)")
+    compare.add_argument("--output", required=True, help="JPEG file")
+    compare.add_argument("--size", type=int, default=512, help="longest side stylized, px (%(default)s)")
+    compare.add_argument("--height", type=int, default=256, help="panel height, px (%(default)s)")
     args = parser.parse_args(argv)
     if not pathlib.Path(args.assets).is_dir():
         print(f"error: assets folder not found; pass --assets or set NST_TF_ASSETS. Received: assets='{args.assets}'",
@@ -206,7 +248,8 @@ def main(argv=None):
     from nst_tf.errors import NstError
 
     try:
-        return {"sheets": run_sheets, "grid": run_grid, "optimization": run_optimization}[args.command](args)
+        return {"sheets": run_sheets, "grid": run_grid, "optimization": run_optimization,
+                "compare": run_compare}[args.command](args)
     except NstError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -267,6 +267,16 @@ def test_quality_objective_is_the_training_objective(quality_assets):
         assert ours[key] == pytest.approx(trainers[key], rel=1e-4), key
 
 
+def test_quality_objective_of_another_network_judges_a_network_without_one(quality_assets, small_model_path):
+    # A network without loss settings (a pixel-trained one, a checkpoint) judged by another's objective.
+    problem = benchmark_fast.build_quality_problem(small_model_path, quality_assets / "style", size=48,
+                                                   squeezenet_weights=None,
+                                                   objective_model=quality_assets / "models" / "starry.keras")
+    assert problem.settings["source"] == "metadata" and problem.settings["style"] == "starry.png"
+    assert problem.evaluator.loss_weights == (1.0, 2e-2, 0.5)
+    assert problem.model.metadata != METADATA  # The network judged is still the one given.
+
+
 @pytest.mark.slow
 def test_quality_suite_runs_end_to_end(quality_assets):
     result = benchmark_fast.run_quality_suite(

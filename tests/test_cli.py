@@ -430,10 +430,83 @@ def test_train_checks_files_before_tensorflow(tmp_path, painting, capsys):
     assert code == 2 and "data folder not found" in capsys.readouterr().err
 
 
-def test_folder_as_content_without_model_mentions_model(tmp_path, painting, capsys):
+def test_folder_as_content_needs_a_folder_output_or_model(tmp_path, painting, capsys):
     code, _, err = run_cli(["--content", str(tmp_path), "--style", str(painting), "--output",
                             str(tmp_path / "o.png")], capsys)
-    assert code == 2 and "--model" in err and "directory" in err
+    assert code == 2 and "--model" in err and "directory" in err and "folder as --output" in err
+
+
+def _photo_folder(tmp_path, count=3):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(count):
+        write_image(folder / f"p{i}.png", (40, 32), seed=i)
+    return folder
+
+
+def test_folder_optimization_writes_each_photo_and_resumes(tmp_path, painting, capsys):
+    folder, out = _photo_folder(tmp_path), tmp_path / "targets"
+    argv = ["--content", str(folder), "--style", str(painting), "--output", str(out), "--center-crop"] + FAST
+    code, stdout, _ = run_cli(argv, capsys)
+    outputs = [out / f"p{i}.png" for i in range(3)]
+    assert code == 0 and stdout.count("done ") == 3 and "skipped 0" in stdout
+    assert all(Image.open(path).size == (32, 32) for path in outputs)  # --center-crop: squares of --image-size.
+    made = {path: path.stat().st_mtime_ns for path in outputs}
+    code, stdout, _ = run_cli(argv, capsys)  # A rerun of the same command recomputes nothing.
+    assert code == 0 and stdout.count("skipped ") == 4 and "done " not in stdout
+    assert {path: path.stat().st_mtime_ns for path in outputs} == made
+    outputs[1].unlink()
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and stdout.count("done ") == 1 and "p1.png" in stdout.split("done ")[1]
+    assert outputs[1].is_file() and all(path.stat().st_mtime_ns == made[path] for path in (outputs[0], outputs[2]))
+    assert not list(out.glob(".*"))  # No temporary files left.
+
+
+def test_folder_optimization_is_the_single_photo_optimization(tmp_path, painting, capsys):
+    folder = _photo_folder(tmp_path, count=1)
+    assert run_cli(["--content", str(folder), "--style", str(painting), "--output", str(tmp_path / "t")] + FAST,
+                   capsys)[0] == 0
+    assert run_cli(["--content", str(folder / "p0.png"), "--style", str(painting), "--output",
+                    str(tmp_path / "one.png")] + FAST, capsys)[0] == 0
+    folder_result, single_result = (np.asarray(Image.open(p)) for p in (tmp_path / "t" / "p0.png", tmp_path / "one.png"))
+    assert np.array_equal(folder_result, single_result)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("into itself", "would overwrite an input"),
+    ("mask", "--mask applies to one content image"),
+    ("save every", "--save-every applies to one content image"),
+    ("same stem", "share the name 'p0'"),
+    ("crop with model", "--center-crop applies to optimization"),
+    ("print every", "--print-every applies to one content image"),
+    ("crop of a tiff", "--center-crop reads the formats training reads"),
+])
+def test_folder_optimization_bad_input(tmp_path, painting, capsys, case, message):
+    folder = _photo_folder(tmp_path)
+    argv = ["--content", str(folder), "--style", str(painting), "--output", str(tmp_path / "out")] + FAST
+    if case == "into itself":
+        argv[argv.index("--output") + 1] = str(folder)
+    elif case == "mask":
+        argv += ["--mask", str(write_image(tmp_path / "mask.png", (40, 32)))]
+    elif case == "save every":
+        argv += ["--save-every", "1"]
+    elif case == "same stem":
+        (folder / "sub").mkdir()
+        write_image(folder / "sub" / "p0.png", (40, 32))
+    elif case == "print every":
+        argv += ["--print-every", "1"]
+    elif case == "crop of a tiff":
+        for path in folder.iterdir():
+            path.unlink()
+        Image.new("RGB", (40, 32)).save(folder / "t.tif")
+        argv += ["--center-crop"]
+    elif case == "crop with model":
+        argv = ["--content", str(folder), "--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "o"),
+                "--center-crop"]
+        (tmp_path / "m.keras").write_bytes(b"")
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1 and not stdout
+    assert not (tmp_path / "out").exists()
 
 
 START_UP_NOISE = ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit", "cpu_feature_guard")

@@ -110,3 +110,45 @@ def test_folder_of_unreadable_files(tmp_path):
 def test_dataset_uses_tf_data():
     dataset = data.photo_dataset(["x.png"], 8, 1)
     assert isinstance(dataset, tf.data.Dataset)
+
+
+def _photo_and_target(tmp_path, stem, size=(48, 40), crop=32, seed=0):
+    """A photo and a target made as optimization makes them: its centre crop, saved as PNG."""
+    photo = write_image(tmp_path / "photos" / f"{stem}.png", size, seed=seed)
+    target = tmp_path / "targets" / f"{stem}.png"
+    target.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.round(data.center_crops([str(photo)], crop)[0]).astype(np.uint8)).save(target)
+    return str(photo), target
+
+
+def test_pair_dataset_crops_and_flips_photo_and_target_alike(tmp_path):
+    (tmp_path / "photos").mkdir()
+    pairs = [_photo_and_target(tmp_path, f"p{i}", seed=i) for i in range(3)]
+    matched = data.target_pairs([p for p, _ in pairs], tmp_path / "targets", 16)
+    assert matched == tuple((p, str(t)) for p, t in pairs)
+    flipped = data.pair_dataset(matched, image_size=16, batch_size=2, shuffle=False, seed=1, flip=True)
+    plain = data.pair_dataset(matched, image_size=16, batch_size=2, shuffle=False, seed=1)
+    mirrored = 0
+    for (photos, targets), (plain_photos, _) in zip(flipped.take(6), plain.take(6)):
+        assert photos.shape == targets.shape == (2, 16, 16, 3)
+        # The target is the photo's centre crop: the same window of both agrees up to PNG rounding.
+        assert float(tf.reduce_max(tf.abs(photos - targets))) <= 0.5 + 1e-3
+        for photo, unflipped in zip(photos.numpy(), plain_photos.numpy()):  # Same window, maybe mirrored.
+            assert np.array_equal(photo, unflipped) or np.array_equal(photo, unflipped[:, ::-1])
+            mirrored += not np.array_equal(photo, unflipped)
+    assert 0 < mirrored < 12
+
+
+def test_missing_targets_are_counted_and_named(tmp_path):
+    (tmp_path / "photos").mkdir()
+    photo, _ = _photo_and_target(tmp_path, "kept")
+    others = [str(write_image(tmp_path / "photos" / f"lost{i}.png", (40, 40))) for i in range(7)]
+    with pytest.raises(ImageError) as info:
+        data.target_pairs([photo, *others], tmp_path / "targets", 16)
+    message = str(info.value)
+    assert "7 of 8 photos have no target" in message and "lost0, lost1, lost2, lost3, lost4)" in message
+    assert "lost5" not in message and "\n" not in message
+    with pytest.raises(ImageError, match="smaller than the training crops"):
+        data.target_pairs([photo], tmp_path / "targets", 64)
+    with pytest.raises(ImageError, match="Targets folder not found"):
+        data.target_pairs([photo], tmp_path / "nowhere", 16)

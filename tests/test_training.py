@@ -82,6 +82,10 @@ def _config(folder, style_file, tmp_path, **overrides):
     ({"style_weight": -1.0}, "--style-weight"), ({"tv_weight": float("nan")}, "--tv-weight"),
     ({"strategy": "tpu"}, "--strategy"), ({"output": "net.h5"}, "--output"), ({"loss_network": "resnet"}, "backbone"),
     ({"style_size": 4}, "--style-size"), ({"save_every": 0}, "--save-every"),
+    ({"objective": "gram"}, "--objective must be one of"), ({"objective": "pixel"}, "go together"),
+    ({"targets": "t"}, "go together"),
+    ({"objective": "pixel", "targets": "t", "style": ("a.jpg", "b.jpg")}, "single-style network"),
+    ({"objective": "pixel", "targets": "t", "photo_style": True}, "single-style network"),
 ])
 def test_config_rejects_bad_values(overrides, flag):
     with pytest.raises(ConfigError, match=flag) as info:
@@ -516,3 +520,78 @@ def test_sigterm_keeps_the_backup_and_the_rerun_resumes(folder, style_file, tmp_
     assert process.returncode == 143, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
     assert json.loads(metadata.read_text())["epoch"] >= 1  # The rerun starts after the backed-up steps.
+
+
+# ---------------------------------------------------------------- pixel objective
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """Four photos and their "stylized" targets (a fixed colour change of the centre crop), as PNG."""
+    from nst_tf import data
+
+    photos, targets = tmp_path / "pair_photos", tmp_path / "targets"
+    photos.mkdir()
+    targets.mkdir()
+    for i in range(4):
+        photo = write_image(photos / f"p{i}.png", (44, 36), seed=i, pattern="photo" if i % 2 else "noise")
+        crop = data.center_crops([str(photo)], 32)[0]
+        keras.utils.save_img(targets / f"p{i}.png", (255 - crop)[..., ::-1], scale=False)
+    return photos, targets
+
+
+def _pixel_args(pairs, style_file, tmp_path, *extra):
+    photos, targets = pairs
+    return ["--style", str(style_file), "--data", str(photos), "--output", str(tmp_path / "net.keras"),
+            "--objective", "pixel", "--targets", str(targets), "--batch-size", "2", "--image-size", "32",
+            *extra]
+
+
+@pytest.mark.slow
+def test_pixel_objective_lowers_the_distance_to_the_targets(pairs, style_file, tmp_path, capsys):
+    args = _pixel_args(pairs, style_file, tmp_path, "--steps", "30", "--save-every", "10", "--learning-rate",
+                       "1e-2", "--width-multiplier", "0.25", "--tv-weight", "0.5", "--flip")
+    assert train_main(args) == 0, capsys.readouterr().err
+    model = load_transformer(tmp_path / "net.keras")
+    training = model.metadata["training"]
+    losses = training["final_losses"]
+    assert training["objective"] == "pixel" and training["targets"] == str(pairs[1])
+    assert training["config"]["objective"] == "pixel" and training["config"]["targets"] == str(pairs[1])
+    assert losses["pixel_loss"] + losses["tv_loss"] == pytest.approx(losses["loss"], rel=1e-5)
+    assert losses["tv_loss"] > 0
+    # The distance to the targets on the training pairs, after 30 steps and at the start (same seed).
+    from nst_tf import data
+
+    photos = data.center_crops(sorted(str(p) for p in pairs[0].iterdir()), 32)
+    targets = np.stack([keras.utils.img_to_array(keras.utils.load_img(p)) for p in sorted(pairs[1].iterdir())])
+    trained = float(np.mean((np.asarray(model(photos)) - targets) ** 2))
+    keras.utils.set_random_seed(0)
+    untrained = float(np.mean((np.asarray(TransformerNet(width_multiplier=0.25)(photos)) - targets) ** 2))
+    assert trained < 0.7 * untrained
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing pairs", "2 of 4 photos have no target of the same name in the targets folder (first: p1, p3)"),
+    ("targets without pixel", "--objective pixel and --targets go together"),
+    ("pixel without targets", "--objective pixel and --targets go together"),
+    ("two styles", "single-style network"),
+    ("no targets folder", "Targets folder not found"),
+])
+def test_pixel_objective_bad_input_exits_2_with_one_line(pairs, style_file, tmp_path, capsys, case, message):
+    args = _pixel_args(pairs, style_file, tmp_path, "--steps", "1")
+    if case == "missing pairs":
+        for stem in ("p1", "p3"):
+            (pairs[1] / f"{stem}.png").unlink()
+    elif case == "targets without pixel":
+        args.remove("--objective")
+        args.remove("pixel")
+    elif case == "pixel without targets":
+        args = args[:args.index("--targets")] + args[args.index("--targets") + 2:]
+    elif case == "two styles":
+        args[args.index("--style") + 1:args.index("--style") + 1] = [str(style_file)]
+    elif case == "no targets folder":
+        args[args.index("--targets") + 1] = str(tmp_path / "nowhere")
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert not (tmp_path / "net.keras").exists()
