@@ -738,7 +738,7 @@ def add_train_arguments(parser):
     t = parser.add_argument_group("training (Johnson et al. 2016)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int,
-                        help="optimizer steps; above --save-every, rounded up to a multiple of it")
+                        help="optimizer steps, exactly (a resumed run ends at the same step)")
     length.add_argument("--epochs", type=float, help="passes over the photos (default 2 when --steps is not given)")
 
     def arg(flag, help, **kwargs):
