@@ -152,7 +152,8 @@ def _option_strings(parser):
     return sorted(names)
 
 
-def _add_verbose(parser):
+def add_verbose_argument(parser):
+    """``--verbose``, the flag that :func:`import_tensorflow` takes, for any command that imports TensorFlow."""
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up and device messages (also shown when "
                              "TF_CPP_MIN_LOG_LEVEL is set)")
@@ -269,7 +270,7 @@ def add_stylize_arguments(parser):
     arg("--original-colors", "keep the content's colours: luminance-only transfer", action="store_true")
     arg("--color-match", "recolour the style with the content's colours before optimizing",
         choices=COLOR_MATCH_MODES)
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def _check_minimums(args, **minimums):
@@ -667,7 +668,7 @@ def add_export_arguments(parser):
                              f"({_TFLITE_QUANTIZATIONS[0]})")
     parser.add_argument("--output", help="with --format tflite: the .tflite file (default: beside the model, "
                                          "NAME.tflite, or NAME_QUANTIZATION.tflite when quantized)")
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def run_export(args):
@@ -771,7 +772,7 @@ def add_train_arguments(parser):
                    help=f"residual blocks of a new network ({d['num_residual_blocks']})")
     m.add_argument("--balance-style-weights", action="store_true",
                    help="scale --style-weight per style so that every style has the same style loss on the photos")
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def _train_epilog():

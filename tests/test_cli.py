@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, mask_and_scales_args, write_image  # noqa: I001
+from helpers import ROOT, START_UP_NOISE, mask_and_scales_args, write_image  # noqa: I001
 from nst_tf.config import StyleConfig
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
@@ -442,9 +442,6 @@ def test_folder_as_content_without_model_mentions_model(tmp_path, painting, caps
     code, _, err = run_cli(["--content", str(tmp_path), "--style", str(painting), "--output",
                             str(tmp_path / "o.png")], capsys)
     assert code == 2 and "--model" in err and "directory" in err
-
-
-START_UP_NOISE = ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit", "cpu_feature_guard")
 
 
 @pytest.mark.slow
