@@ -152,7 +152,8 @@ def _option_strings(parser):
     return sorted(names)
 
 
-def _add_verbose(parser):
+def add_verbose_argument(parser):
+    """``--verbose``, the flag that :func:`import_tensorflow` takes, for any command that imports TensorFlow."""
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up and device messages (also shown when "
                              "TF_CPP_MIN_LOG_LEVEL is set)")
@@ -275,7 +276,7 @@ def add_stylize_arguments(parser):
     arg("--original-colors", "keep the content's colours: luminance-only transfer", action="store_true")
     arg("--color-match", "recolour the style with the content's colours before optimizing",
         choices=COLOR_MATCH_MODES)
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def _check_minimums(args, **minimums):
@@ -748,7 +749,7 @@ def add_export_arguments(parser):
                              f"({_TFLITE_QUANTIZATIONS[0]})")
     parser.add_argument("--output", help="with --format tflite: the .tflite file (default: beside the model, "
                                          "NAME.tflite, or NAME_QUANTIZATION.tflite when quantized)")
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def run_export(args):
@@ -822,7 +823,7 @@ def add_train_arguments(parser):
     t = parser.add_argument_group("training (Johnson et al. 2016)")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int,
-                        help="optimizer steps; above --save-every, rounded up to a multiple of it")
+                        help="optimizer steps, exactly (a resumed run ends at the same step)")
     length.add_argument("--epochs", type=float, help="passes over the photos (default 2 when --steps is not given)")
 
     def arg(flag, help, **kwargs):
@@ -857,7 +858,7 @@ def add_train_arguments(parser):
                    help=f"residual blocks of a new network ({d['num_residual_blocks']})")
     m.add_argument("--balance-style-weights", action="store_true",
                    help="scale --style-weight per style so that every style has the same style loss on the photos")
-    _add_verbose(parser)
+    add_verbose_argument(parser)
 
 
 def _train_epilog():

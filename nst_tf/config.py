@@ -276,7 +276,7 @@ class TrainConfig:
             et al. 2017).
         data: folder of training photos (recursive).
         output: path of the trained TransformerNet, ``.keras``; written atomically at the end.
-        steps: int or None. Optimizer steps; above ``save_every``, rounded up to a multiple of it.
+        steps: int or None. Optimizer steps, exactly (also when resumed from a backup).
         epochs: float or None. Passes over the photos instead of ``steps``; neither given:
             2 epochs (Johnson 2016).
         batch_size: int. Global batch (split across replicas). Defaults to 4.
@@ -432,9 +432,8 @@ class TrainConfig:
         return names + [PHOTO_STYLE] if self.photo_style else names
 
     def total_steps(self, num_photos):
-        """Optimizer steps of the run: up to ``save_every`` exactly, above it a multiple of ``save_every``."""
-        steps = self.steps or math.ceil((self.epochs or 2) * num_photos / self.batch_size)
-        return steps if steps <= self.save_every else math.ceil(steps / self.save_every) * self.save_every
+        """Optimizer steps of the run: ``steps``, or ``epochs`` passes over `num_photos` photos (rounded up)."""
+        return self.steps or math.ceil((self.epochs or 2) * num_photos / self.batch_size)
 
 
 # Published recipes, restated in nst_tf's units (mean-normalized content loss, Gram matrices

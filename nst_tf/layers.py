@@ -24,6 +24,28 @@ import tensorflow as tf
 from nst_tf.errors import ConfigError
 
 
+def with_static_channels(x, channels):
+    """`x` reshaped to its own shape with the channel count `channels` stated statically.
+
+    TensorFlow's shape inference loses the channel count of a reflection padding whose
+    amounts are computed from the input size, and of ``keras.layers.UpSampling2D``'s
+    nearest-neighbour repeat; the TFLite converter lowers a convolution to its builtin
+    ``CONV_2D`` only when the input channels are static (a dynamic count needs TF
+    Select ops).  The reshape restates the count in the graph itself (``set_shape`` or
+    ``tf.ensure_shape`` would not reach the converter, or not as a builtin op); it
+    moves no data and changes no value.
+
+    Args:
+        x: tensor ``[B, H, W, C]`` with ``C == channels``.
+        channels: int, C.
+
+    Returns:
+        `x`, shape ``[B, H, W, channels]``.
+    """
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.stack([-1, shape[1], shape[2], channels]))
+
+
 def _pair(value, name):
     if isinstance(value, int):
         value = (value, value)
@@ -379,8 +401,8 @@ class UpsampleConv2D(keras.layers.Layer):
         self.block.build(self.upsample.compute_output_shape(input_shape))
 
     def call(self, inputs, style_weights=None, statistics=None, return_statistics=False):
-        return self.block(self.upsample(inputs), style_weights=style_weights, statistics=statistics,
-                          return_statistics=return_statistics)
+        x = with_static_channels(self.upsample(inputs), inputs.shape[-1])
+        return self.block(x, style_weights=style_weights, statistics=statistics, return_statistics=return_statistics)
 
     def compute_output_shape(self, input_shape):
         return self.block.compute_output_shape(self.upsample.compute_output_shape(input_shape))

@@ -16,12 +16,10 @@ The model's signature ``serving_default``:
   that sum to one blend them, Dumoulin et al. 2017);
 * output ``stylized_images``: float32 ``[1, height, width, 3]`` in [0, 255].
 
-The graph is the Keras model's own layers, traced with a batch of one.  Two places
-where TensorFlow's shape inference loses the channel count (the reflection padding to
-a multiple of 4, whose amounts depend on the input size, and the nearest-neighbour
-upsampling) are followed by a reshape that restates it, because the TFLite converter
-lowers a convolution to the builtin ``CONV_2D`` only when its input channels are
-static.  Variables are frozen into constants.
+The graph is the Keras model's own call (``TransformerNet.call``), traced with a batch
+of one; the network states its channel counts where TensorFlow's shape inference loses
+them (:func:`nst_tf.layers.with_static_channels`), so that every convolution becomes
+the builtin ``CONV_2D``.  Variables are frozen into constants.
 
 Quantization (:data:`QUANTIZATIONS`): ``float32`` (none), ``float16`` (weights stored
 as float16, computed in float32 or float16 where the delegate chooses), ``int8``
@@ -87,32 +85,6 @@ def check_quantization(quantization):
     return quantization
 
 
-def _with_channels(x, channels):
-    """`x` ``[1, h, w, C]`` reshaped to itself, so that the converter knows C statically."""
-    shape = tf.shape(x)
-    return tf.reshape(x, tf.stack([1, shape[1], shape[2], channels]))
-
-
-def _forward(model, images, style_weights=None):
-    """``TransformerNet.call`` for one image, with static channel counts (see the module docstring)."""
-    from nst_tf.layers import UpsampleConv2D
-    from nst_tf.transformer import align_padding
-
-    conditional = {} if style_weights is None else {"style_weights": style_weights}
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    (top, bottom), (left, right) = align_padding(height, width)
-    x = tf.pad(images / 127.5 - 1.0, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
-    x = _with_channels(x, 3)
-    for block in model.blocks:
-        if isinstance(block, UpsampleConv2D):
-            channels = int(x.shape[-1])
-            x = block.block(_with_channels(block.upsample(x), channels), **conditional)
-        else:
-            x = block(x, **conditional)
-    x = model.head(x)
-    return 127.5 * (tf.tanh(x[:, top:top + height, left:left + width]) + 1.0)
-
-
 def _float32_model(model):
     from nst_tf.stylizer import load_transformer
     from nst_tf.transformer import TransformerNet
@@ -152,11 +124,11 @@ def convert(model, quantization="float32"):
     if model.num_styles:
         model(probe, style=tf.one_hot([0], model.num_styles))  # Builds the variables before tracing.
         weights = tf.TensorSpec([1, model.num_styles], tf.float32, name=INPUT_STYLE_WEIGHTS)
-        function = tf.function(lambda images, style_weights: {OUTPUT_IMAGES: _forward(model, images, style_weights)},
+        function = tf.function(lambda images, style_weights: {OUTPUT_IMAGES: model(images, style=style_weights)},
                                input_signature=[images, weights])
     else:
         model(probe)
-        function = tf.function(lambda images: {OUTPUT_IMAGES: _forward(model, images)}, input_signature=[images])
+        function = tf.function(lambda images: {OUTPUT_IMAGES: model(images)}, input_signature=[images])
     # Variables frozen into constants first: left as resource variables, the converted model reads
     # some of them uninitialized (READ_VARIABLE fails, or NaN with XNNPACK). An empty trackable keeps
     # the converter on its current path, which writes the signature.

@@ -12,6 +12,7 @@ and total variation.  Everything else is stock Keras: ``fit``, the optimizer,
 flag).  Training is cut into Keras "epochs" of ``save_every`` steps so that
 ``keras.callbacks.BackupAndRestore``, which resumes at epoch granularity, loses at
 most ``save_every`` steps when a run is killed; rerunning the same command resumes.
+:class:`StopAtStep` cuts the last epoch short: a run makes exactly the steps asked for.
 """
 
 import dataclasses
@@ -401,6 +402,38 @@ class TransformerCheckpoint(keras.callbacks.Callback):
             transformer.metadata = original
 
 
+class StopAtStep(keras.callbacks.Callback):
+    """Ends ``fit`` once the optimizer has made `steps` steps, also in the middle of a Keras epoch.
+
+    :func:`train` runs epochs of ``save_every`` steps, the granularity at which
+    ``BackupAndRestore`` resumes; this cuts the last one short, so that a run, resumed
+    or not, ends at exactly `steps`.  Keras 3's ``fit`` reads ``model.stop_training``
+    after every batch's callbacks (``keras/src/backend/tensorflow/trainer.py``); a
+    callback with its own ``on_train_batch_end`` is run synchronously, so the flag is
+    set before that check.
+
+    Args:
+        steps: int. The run's total optimizer steps (``optimizer.iterations``).
+
+    Attributes:
+        first_step: int or None. ``optimizer.iterations`` before this ``fit`` call's
+            first batch (after a restore); None until then.
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+        self.first_step = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first_step is None:
+            self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
 class SampleImages(keras.callbacks.Callback):
     """Writes stylized sample photos to TensorBoard (``tf.summary.image``) and as PNG files.
 
@@ -522,9 +555,10 @@ def train(config, callbacks=(), verbose="auto"):
             and one line per ``save_every`` steps otherwise (log files).
 
     Returns:
-        dict with ``output`` (path), ``steps``, ``seconds`` (wall time of ``fit``),
+        dict with ``output`` (path), ``steps`` (the optimizer's, exactly
+        :meth:`TrainConfig.total_steps`), ``seconds`` (wall time of ``fit``),
         ``images_per_second``, ``photos``, ``skipped`` (unreadable files) and
-        ``history`` (Keras metrics per ``save_every`` steps).
+        ``history`` (Keras metrics per ``save_every`` steps; the last entry may cover fewer).
 
     Raises:
         ConfigError, ImageError, WeightsError: bad settings or files, before training.
@@ -560,7 +594,8 @@ def train(config, callbacks=(), verbose="auto"):
                                           choices=None if added is None else [added])
     steps = config.total_steps(len(photos.files))
     chunk = min(config.save_every, steps)
-    all_callbacks = [keras.callbacks.TerminateOnNaN()]
+    stop = StopAtStep(steps)  # The last Keras epoch may be shorter than `chunk`.
+    all_callbacks = [keras.callbacks.TerminateOnNaN(), stop]
     if config.backup_dir:
         all_callbacks.append(keras.callbacks.BackupAndRestore(config.backup_dir, double_checkpoint=True))
     if config.checkpoint_dir:
@@ -582,14 +617,14 @@ def train(config, callbacks=(), verbose="auto"):
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    history = trainer.fit(dataset, epochs=steps // chunk, steps_per_epoch=chunk, callbacks=all_callbacks,
+    history = trainer.fit(dataset, epochs=math.ceil(steps / chunk), steps_per_epoch=chunk, callbacks=all_callbacks,
                           verbose=verbose, shuffle=False)  # photo_dataset shuffles.
     seconds = time.perf_counter() - start
     done = int(trainer.optimizer.iterations.numpy())
     if not all(np.all(np.isfinite(w)) for w in transformer.get_weights()):
         raise NstError(f"Training diverged (NaN or infinite loss) after {done} steps; lower --learning-rate "
                        f"or the loss weights. Received: learning_rate={config.learning_rate}")
-    run_steps = len(history.history.get("loss", [])) * chunk
+    run_steps = done - (done if stop.first_step is None else stop.first_step)  # This call's steps, after a resume.
     result = {"output": str(output), "steps": done, "seconds": seconds,
               "images_per_second": run_steps * config.batch_size / seconds if seconds else float("nan"),
               "photos": len(photos.files), "skipped": len(photos.skipped), "history": history.history}

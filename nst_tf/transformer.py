@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from nst_tf.config import PHOTO_STYLE
 from nst_tf.errors import ConfigError
-from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D
+from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D, with_static_channels
 
 MIN_INPUT_SIZE = 4
 """Smallest height or width, pixels, that :class:`TransformerNet` accepts."""
@@ -309,7 +309,7 @@ class TransformerNet(keras.Model):
         (top, bottom), (left, right) = align_padding(height, width)
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
-        x = tf.cast(x, self.compute_dtype)
+        x = with_static_channels(tf.cast(x, self.compute_dtype), 3)  # Padding amounts computed from the size.
         used = []
         for index, block in enumerate(self.blocks):
             given = None if statistics is None else statistics[index]

@@ -21,6 +21,11 @@ Command line (``python -m serving.client --help``)::
     python -m serving.client --model styles --status
     python -m serving.client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
+tensorflow-serving-api's protos import TensorFlow, so the gRPC client imports it on first
+use; ``--help`` and the REST client's ``--status`` and ``--metadata`` never load it, and the
+command line loads it without TensorFlow's start-up lines (:func:`nst_tf.cli.import_tensorflow`,
+shown with ``--verbose``).
+
 Sources: TF Serving gRPC API (``tensorflow_serving/apis/prediction_service.proto``,
 ``model_service.proto``), REST API (https://www.tensorflow.org/tfx/serving/api_rest),
 tensorflow/serving ``example/`` clients.
@@ -34,25 +39,14 @@ import pathlib
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import grpc
+import numpy as np
+import requests
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.framework import types_pb2  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
-
-from nst_tf import files, images  # noqa: E402
-from nst_tf.cli import parse_style_selection  # noqa: E402
-from nst_tf.errors import NstError  # noqa: E402
-from nst_tf.signatures import (  # noqa: E402
+from nst_tf import files, images
+from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection
+from nst_tf.errors import NstError
+from nst_tf.signatures import (
     INPUT_STYLE,
     INPUT_STYLE_INDEX,
     INPUT_STYLE_WEIGHTS,
@@ -62,7 +56,7 @@ from nst_tf.signatures import (  # noqa: E402
     SIGNATURE_IMAGES,
     SIGNATURE_STYLE_NAMES,
 )
-from serving import status as status_table  # noqa: E402
+from serving import status as status_table
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "http://localhost:8501"
@@ -294,6 +288,8 @@ class GrpcClient(_Client):
 
     def __init__(self, server=DEFAULT_GRPC_SERVER, model="default", version=None, label=None, timeout=60.0,
                  retries=3, backoff=0.5, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
         super().__init__(server, model, version, label, timeout, retries, backoff)
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes)]
@@ -326,6 +322,8 @@ class GrpcClient(_Client):
 
     def status(self):
         """``GetModelStatus``: list of ``{"version", "state", "error_code", "error_message"}`` dicts."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
         request = get_model_status_pb2.GetModelStatusRequest()
         self.model_spec(request.model_spec)
         response = self._call(self.models.GetModelStatus, request, min(self.timeout, 10.0))
@@ -339,6 +337,9 @@ class GrpcClient(_Client):
 
         Dtypes are ``DataType`` names such as ``"DT_UINT8"``; unknown dimensions are -1.
         """
+        from tensorflow.core.framework import types_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
         if self._metadata is None:
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             self.model_spec(request.model_spec)
@@ -354,6 +355,9 @@ class GrpcClient(_Client):
         return self._metadata
 
     def _predict(self, signature, inputs, output_name):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest()
         self.model_spec(request.model_spec, signature)
         for input_name, array in inputs.items():
@@ -566,6 +570,7 @@ def build_parser():
     parser.add_argument("--status", action="store_true", help="print the model's version status and exit "
                         "(exit 0 when a version is AVAILABLE)")
     parser.add_argument("--metadata", action="store_true", help="print the model's signatures and exit")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -574,9 +579,30 @@ def run(args):
     if args.timeout <= 0 or args.retries < 0:
         raise ServingClientError(f"--timeout must be > 0 and --retries >= 0. Received: timeout={args.timeout}, "
                                  f"retries={args.retries}", "INVALID_ARGUMENT")
+    report = args.status or args.metadata
+    if not report:  # Flags and files first: a mistake answers before TensorFlow loads or the server is asked.
+        if args.raw and args.max_size is not None:
+            raise ServingClientError("--max-size needs decoded images; it cannot be combined with --raw.",
+                                     "INVALID_ARGUMENT")
+        if len(args.paths) < 2:
+            raise ServingClientError("Give one or more input images and then an output file or folder, or --status. "
+                                     f"Received: paths={args.paths}", "INVALID_ARGUMENT")
+        style = None if args.style_name is None else parse_style_selection(args.style_name)
+        blend = style is not None and (len(style) > 1 or args.style_strength != 1.0)
+        if blend and args.raw:
+            raise ServingClientError("A blend or a strength needs pixels (stylize_blend); drop --raw.",
+                                     "INVALID_ARGUMENT")
+        inputs, output = args.paths[:-1], args.paths[-1]
+        outputs = _output_paths(inputs, output, args.output_format)
+        files.check_outputs_spare_inputs(outputs, inputs)
+        for path in inputs:  # Fail on a missing file before sending anything.
+            if not pathlib.Path(path).is_file():
+                raise images.ImageError(f"Image file not found. Received: path='{path}'")
+    # gRPC's protos, the style selection and the PNG encoder import TensorFlow; a REST report needs none.
+    tf = None if args.rest and report else import_tensorflow(args.verbose)
     with make_client(args.server, args.model, args.rest, version=args.version, label=args.label,
                      timeout=args.timeout, retries=args.retries) as client:
-        if args.status or args.metadata:
+        if report:
             if args.status:
                 for state in client.status():
                     error = f" {state['error_message']}" if state["error_message"] else ""
@@ -591,25 +617,8 @@ def run(args):
             if args.status and not client.is_available():
                 raise ServingClientError(f"{client.target} has no AVAILABLE version at {client.server}.", "UNAVAILABLE")
             return 0
-        if args.raw and args.max_size is not None:
-            raise ServingClientError("--max-size needs decoded images; it cannot be combined with --raw.",
-                                     "INVALID_ARGUMENT")
-        if len(args.paths) < 2:
-            raise ServingClientError("Give one or more input images and then an output file or folder, or --status. "
-                                     f"Received: paths={args.paths}", "INVALID_ARGUMENT")
-        style = None if args.style_name is None else parse_style_selection(args.style_name)
-        blend = style is not None and (len(style) > 1 or args.style_strength != 1.0)
-        if blend and args.raw:
-            raise ServingClientError("A blend or a strength needs pixels (stylize_blend); drop --raw.",
-                                     "INVALID_ARGUMENT")
         name = None if style is None else next(iter(style))
         client._style_weights(style, args.style_strength)  # A bad or missing style fails before any upload.
-        inputs, output = args.paths[:-1], args.paths[-1]
-        outputs = _output_paths(inputs, output, args.output_format)
-        files.check_outputs_spare_inputs(outputs, inputs)
-        for path in inputs:  # Fail on a missing file before sending anything.
-            if not pathlib.Path(path).is_file():
-                raise images.ImageError(f"Image file not found. Received: path='{path}'")
         for source, target in zip(inputs, outputs):
             start = time.perf_counter()
             if args.raw:

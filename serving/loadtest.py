@@ -24,6 +24,8 @@ from concurrent import futures
 
 import numpy as np
 
+from nst_tf.cli import add_verbose_argument, import_tensorflow
+
 
 def _percentile(values, q):
     return float(np.percentile(values, q)) if values else float("nan")
@@ -208,7 +210,9 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=256, help="image side, px (%(default)s)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="levels (1 4 16)")
     parser.add_argument("--json", help="also write the report to this file")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    import_tensorflow(args.verbose)
     try:
         report = measure_model(args.model, args.saved_models, args.server, args.requests, args.image_size,
                                args.concurrency)

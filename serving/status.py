@@ -3,15 +3,24 @@
 gRPC status codes map to HTTP statuses as TF Serving's REST server maps them
 (``model_servers/http_server.cc``, ``ToHTTPStatusCode``); version states are the
 ``tensorflow.serving.ModelVersionStatus.State`` enum of tensorflow-serving-api.
+
+``State`` and ``ModelVersionStatus`` are imported on first use (PEP 562): the protos of
+tensorflow-serving-api import TensorFlow, which the REST client and ``--help`` never need.
 """
 
 import grpc
-from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 
 Code = grpc.StatusCode
-State = ModelVersionStatus.State
-"""``ModelVersionStatus.State``: ``State.Value("AVAILABLE")``, ``State.Name(30)``; also
-``ModelVersionStatus.START``, ``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``."""
+
+
+def __getattr__(name):
+    """``ModelVersionStatus`` (the proto message) and ``State``, its enum: ``State.Value("AVAILABLE")``,
+    ``State.Name(30)``; also ``ModelVersionStatus.START``, ``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``."""
+    if name not in ("ModelVersionStatus", "State"):
+        raise AttributeError(f"module 'serving.status' has no attribute {name!r}")
+    from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
+
+    return ModelVersionStatus if name == "ModelVersionStatus" else ModelVersionStatus.State
 
 HTTP_STATUS = {
     Code.OK: 200, Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INVALID_ARGUMENT: 400,
@@ -44,4 +53,5 @@ def code_of_value(value):
 
 def state_name(value):
     """The name of a ``ModelVersionStatus.State`` value (``30 -> "AVAILABLE"``), or the number as text."""
-    return State.Name(value) if value in State.values() else str(value)
+    state = __getattr__("State")
+    return state.Name(value) if value in state.values() else str(value)

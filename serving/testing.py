@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from nst_tf.cli import add_verbose_argument, import_tensorflow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONTRACT_MODEL = "contract"
 LIVE_MODEL = "contract_live"
@@ -252,7 +254,9 @@ def main(argv=None):
     parser.add_argument("directory", help="folder to fill (mount it at --container-root for TF Serving)")
     parser.add_argument("--container-root", default="/models",
                         help="the folder's path inside the server's container (%(default)s)")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    import_tensorflow(args.verbose)
     config = prepare_contract_models(args.directory, args.container_root)
     print(f"Wrote {config}; serve it with TF Serving (serving/README.md, 'Contract tests against TF Serving').")
     return 0

@@ -13,6 +13,8 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASSETS = pathlib.Path(os.environ.get("NST_TF_ASSETS") or ROOT.parent / "shared" / "assets")
 SQUEEZENET_WEIGHTS = ASSETS / "weights" / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+START_UP_NOISE = ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit", "cpu_feature_guard")
+"""Words of TensorFlow's native start-up lines, which the commands keep off the terminal."""
 
 # A tiny optimization problem: a smooth 24x32 "photo", two 28x28 styles (noise, flat green) and
 # a VGG16 with random weights truncated at block2 (seconds on a CPU).

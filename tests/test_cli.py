@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, mask_and_scales_args, write_image  # noqa: I001
+from helpers import ROOT, START_UP_NOISE, mask_and_scales_args, write_image  # noqa: I001
 from nst_tf.config import StyleConfig
 from nst_tf import cli
 from nst_tf.features import FeatureExtractor
@@ -352,6 +352,13 @@ for argv in cases:
     except SystemExit as exit_:
         code = exit_.code
     print(code, file=sys.stderr)
+data, keras_out = str(__import__("pathlib").Path(out).parent), out + ".keras"
+for extra in (["--batch-size", "0"], ["--steps", "0"], ["--learning-rate", "-1"]):
+    try:
+        code = cli.train_main(["--style", style, "--data", data, "--output", keras_out, *extra])
+    except SystemExit as exit_:
+        code = exit_.code
+    print(code, file=sys.stderr)
 for parser in (cli.build_parser(), cli.build_parser("train"), cli.build_parser("export")):
     try:
         parser.parse_args(["--help"])
@@ -372,14 +379,15 @@ def test_bad_input_and_help_answer_without_tensorflow(photo, painting, tmp_path)
     lines = [line for line in run.stderr.splitlines() if line]
     assert lines[-1] == "tensorflow imported: False", run.stderr
     errors = [line for line in lines if "error:" in line]
-    assert len(errors) == 7, run.stderr
+    assert len(errors) == 10 and "Traceback" not in run.stderr, run.stderr
     expected = ["Image file not found", "needs about", "--model", "--backbone squeezenet1_1",
-                "--style and --model exclude each other", "invalid choice: 'vgg9'", "did you mean --iterations?"]
+                "--style and --model exclude each other", "invalid choice: 'vgg9'", "did you mean --iterations?",
+                "--batch-size must be an integer >= 1", "--steps must be an integer >= 1", "--learning-rate must be > 0"]
     for line, text in zip(errors, expected):
         assert text in line, (text, line)
     codes = [line for line in lines if line in ("0", "2")]
-    assert codes == ["2"] * 7 + ["0"], run.stderr
-    assert not (tmp_path / "o.png").exists()
+    assert codes == ["2"] * 7 + ["0"] + ["2"] * 3, run.stderr
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.png.keras").exists()
 
 
 def test_mistyped_flag_gets_one_did_you_mean_line(capsys):
@@ -507,9 +515,6 @@ def test_folder_optimization_bad_input(tmp_path, painting, capsys, case, message
     code, stdout, err = run_cli(argv, capsys)
     assert code == 2 and message in err and err.count("\n") == 1 and not stdout
     assert not (tmp_path / "out").exists()
-
-
-START_UP_NOISE = ("oneDNN", "cudart_stub", "absl::InitializeLog", "cuInit", "cpu_feature_guard")
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from helpers import ROOT  # noqa: I001
+from helpers import ROOT, START_UP_NOISE  # noqa: I001
 from nst_tf import export
 from nst_tf.images import to_uint8
 from nst_tf.stylizer import load_transformer
@@ -79,8 +79,11 @@ def server(tmp_path_factory):
         return
     models_dir = tmp_path_factory.mktemp("contract_models")
     config = testing.prepare_contract_models(models_dir)
-    process = testing.start_dev_server(config, models_dir / "server.log", models=[CONTRACT_MODEL, LIVE_MODEL, STYLES_MODEL],
-                                       extra_args=["--max_image_size", str(MAX), "--rest_timeout_seconds", "2"])
+    with pytest.MonkeyPatch.context() as patch:  # As a user starts it: the quiet start-up is under test too.
+        patch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+        process = testing.start_dev_server(config, models_dir / "server.log",
+                                           models=[CONTRACT_MODEL, LIVE_MODEL, STYLES_MODEL],
+                                           extra_args=["--max_image_size", str(MAX), "--rest_timeout_seconds", "2"])
     target = Server(process.grpc_address, process.rest_url, models_dir, process)
     try:
         yield target
@@ -523,14 +526,68 @@ def test_cli_errors_are_one_line(server, tmp_path, capsys):
     assert code == 0 and f"{CONTRACT_MODEL} version 2: AVAILABLE" in out and "stylize_bytes: inputs" in out
 
 
+def _user_env():
+    """The environment of a user who set no TensorFlow log level (the tests' conftest sets one)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+
+
 def test_python_m_serving_client(server, tmp_path):
     photo = tmp_path / "p.png"
     Image.fromarray(BATCH[0]).save(photo)
     completed = subprocess.run(
         [sys.executable, "-m", "serving.client", "--server", server.grpc_address, "--model", CONTRACT_MODEL,
-         str(photo), str(tmp_path / "out.jpg")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+         str(photo), str(tmp_path / "out.jpg")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=_user_env())
     assert completed.returncode == 0, completed.stderr
     assert Image.open(tmp_path / "out.jpg").format == "JPEG"
+    assert not any(word in completed.stderr for word in START_UP_NOISE), completed.stderr
+
+
+def test_dev_server_starts_without_tensorflow_start_up_lines(server):
+    if server.process is None:
+        pytest.skip("an external server: its output is not ours to read")
+    log = server.process.log_path.read_text(errors="replace")
+    assert "Running gRPC ModelServer" in log and not any(word in log for word in START_UP_NOISE), log
+
+
+NO_TENSORFLOW = """
+import runpy, sys
+
+rest_url, grpc_address = sys.argv[1:3]
+
+def run(module, *argv):
+    sys.argv = [module, *argv]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        print("exit", exit_.code, file=sys.stderr)
+
+rest = ["--rest", "--server", rest_url, "--retries", "0", "--model", "m"]
+for module in ("serving.client", "serving.dev_server", "serving.loadtest", "serving.testing"):
+    run(module, "--help")
+run("serving.client", *rest, "--status")
+run("serving.client", *rest, "--metadata")
+print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
+run("serving.client", "--server", grpc_address, "--retries", "0", "--model", "m", "--status")
+print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_help_and_rest_status_answer_without_tensorflow():
+    """--help of every serving command and the REST client's reports load no TensorFlow; gRPC's
+    protos need it (tensorflow-serving-api imports it), and it loads without its start-up lines."""
+    rest, grpc_address = f"http://127.0.0.1:{testing.free_port()}", f"127.0.0.1:{testing.free_port()}"
+    run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, rest, grpc_address], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=_user_env())
+    lines = [line for line in run.stderr.splitlines() if line]
+    expected = ["exit 0"] * 4 + ["exit 2"] * 2 + ["tensorflow imported: False", "exit 2", "tensorflow imported: True"]
+    assert [line for line in lines if line.startswith(("exit", "tensorflow"))] == expected, run.stderr
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 3 and all("Cannot reach the model server" in line for line in errors), run.stderr
+    assert len(lines) == 12 and not any(word in run.stderr for word in START_UP_NOISE), run.stderr
+    assert all(name in run.stdout for name in ("serving.client", "serving.dev_server", "serving.loadtest",
+                                               "serving.testing")), run.stdout
 
 
 # --- Load test (tiny) -----------------------------------------------------------------------------

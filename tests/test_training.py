@@ -93,10 +93,10 @@ def test_config_rejects_bad_values(overrides, flag):
     assert "Received:" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_total_steps_is_a_multiple_of_save_every():
-    assert TrainConfig("s", "d", "o.keras", steps=20).total_steps(1000) == 20  # Up to save_every: exactly.
-    assert TrainConfig("s", "d", "o.keras", steps=150).total_steps(1000) == 200
-    assert TrainConfig("s", "d", "o.keras", epochs=1.0, save_every=2).total_steps(10) == 4  # ceil(10 / 4) = 3 -> 4
+def test_total_steps_are_exact_whatever_save_every():
+    assert TrainConfig("s", "d", "o.keras", steps=20).total_steps(1000) == 20
+    assert TrainConfig("s", "d", "o.keras", steps=150).total_steps(1000) == 150  # save_every is 100.
+    assert TrainConfig("s", "d", "o.keras", epochs=1.0, save_every=2).total_steps(10) == 3  # ceil(10 / 4)
     assert TrainConfig("s", "d", "o.keras", save_every=1).total_steps(10) == 5  # 2 epochs by default
 
 
@@ -181,10 +181,29 @@ class _Recorder(keras.callbacks.Callback):
         self.saved[int(self.model.optimizer.iterations.numpy())] = self.model.transformer.get_weights()
 
 
+class _CountSteps(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.mark.slow
+def test_steps_that_are_not_a_multiple_of_save_every_run_exactly(folder, style_file, tmp_path):
+    counter = _CountSteps()
+    result = train(_config(folder, style_file, tmp_path, steps=5, save_every=2), callbacks=[counter], verbose=0)
+    assert counter.batches == 5 and result["steps"] == 5  # result["steps"] is optimizer.iterations.
+    assert len(result["history"]["loss"]) == 3  # Keras epochs of 2, 2 and 1 steps.
+    assert result["images_per_second"] * result["seconds"] == pytest.approx(5 * 2)  # 5 steps of batch 2.
+    assert load_transformer(result["output"]).metadata["training"]["steps"] == 5
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(folder, style_file, tmp_path):
     backup = tmp_path / "backup"
-    config = _config(folder, style_file, tmp_path, steps=6, save_every=2, backup_dir=str(backup))
+    config = _config(folder, style_file, tmp_path, steps=5, save_every=2, backup_dir=str(backup))
     first = _Recorder()
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[first, _KillAt(3)], verbose=0)
@@ -193,10 +212,11 @@ def test_killed_run_resumes_from_its_backup(folder, style_file, tmp_path):
     second = _Recorder()
     result = train(config, callbacks=[second], verbose=0)
     step, weights = second.start
-    assert step == 2  # Resumed at the backup after step 2; steps 3 (lost) to 6 run again.
+    assert step == 2  # Resumed at the backup after step 2; steps 3 (lost) to 5 run again.
     for restored, backed_up in zip(weights, first.saved[2]):
         np.testing.assert_array_equal(restored, backed_up)
-    assert result["steps"] == 6 and len(result["history"]["loss"]) == 2
+    assert result["steps"] == 5 and len(result["history"]["loss"]) == 2  # Epochs of steps 3-4 and 5.
+    assert result["images_per_second"] * result["seconds"] == pytest.approx(3 * 2)  # This run's 3 steps.
     assert not backup.exists()  # BackupAndRestore removes its backup after a completed run.
     load_transformer(result["output"])
 

@@ -36,12 +36,15 @@ both with ``tf.make_ndarray``); integer JSON values
 outside the input's range are refused rather than wrapped; tensors over 2 GiB are
 refused, and so are tensors whose declared shape the data does not fill exactly;
 ``--max_image_size`` (the export's ``--max-image-size``) bounds image inputs before
-they are converted, the gRPC receive size (:class:`~serving.dev_server.codec.RequestLimits`)
-and the REST body size.  It never imports nst_tf: like TF Serving it knows only SavedModels.
+they are converted, the gRPC receive size (:class:`~serving.dev_server.limits.RequestLimits`)
+and the REST body size.  Like TF Serving it knows only SavedModels, which it loads with
+``tf.saved_model.load``; its one use of nst_tf is :func:`nst_tf.cli.import_tensorflow`,
+which imports TensorFlow without its start-up lines once the flags are parsed.
 
-Modules: ``codec`` (TensorProto <-> numpy, request limits), ``servable`` (one loaded
-version), ``manager`` (versions of the configured models), ``service`` (Predict,
-GetModelMetadata, GetModelStatus), ``grpc_api``, ``rest_api``, ``main`` (flags, servers).
+Modules: ``limits`` (request limits), ``codec`` (TensorProto <-> numpy), ``servable``
+(one loaded version), ``manager`` (versions of the configured models), ``service``
+(Predict, GetModelMetadata, GetModelStatus), ``grpc_api``, ``rest_api``, ``main``
+(flags, servers).  The names below that need TensorFlow are imported on first use.
 
 Usage::
 
@@ -54,17 +57,25 @@ Sources: tensorflow/serving ``model_servers/`` (``http_rest_api_handler.cc``,
 ``util/json_tensor.cc``; https://www.tensorflow.org/tfx/serving/api_rest.
 """
 
-import os
+import importlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from serving.dev_server.errors import ServingError
+from serving.dev_server.limits import RequestLimits
+from serving.dev_server.main import DevModelServer, build_parser, load_config, main
 
-from serving.dev_server.codec import RequestLimits, array_to_tensor_proto, tensor_proto_to_array  # noqa: E402
-from serving.dev_server.errors import ServingError  # noqa: E402
-from serving.dev_server.main import DevModelServer, build_parser, load_config, main  # noqa: E402
-from serving.dev_server.manager import ModelManager  # noqa: E402
-from serving.dev_server.rest_api import make_json_predict_response, parse_json_predict  # noqa: E402
-from serving.dev_server.servable import Servable  # noqa: E402
+# Name -> its module; these import TensorFlow, so they load on first use (PEP 562).
+_WITH_TENSORFLOW = {
+    "ModelManager": "manager", "Servable": "servable", "array_to_tensor_proto": "codec",
+    "tensor_proto_to_array": "codec", "make_json_predict_response": "rest_api", "parse_json_predict": "rest_api",
+}
 
 __all__ = ["DevModelServer", "ModelManager", "RequestLimits", "Servable", "ServingError", "array_to_tensor_proto",
            "build_parser", "load_config", "main", "make_json_predict_response", "parse_json_predict",
            "tensor_proto_to_array"]
+
+
+def __getattr__(name):
+    module = _WITH_TENSORFLOW.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serving.dev_server' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"serving.dev_server.{module}"), name)

@@ -1,11 +1,10 @@
-"""TensorProto <-> numpy, with TF Serving's checks, and the size limits of one request.
+"""TensorProto <-> numpy, with TF Serving's checks.
 
 A request's cost must be bounded by its size: a TensorProto's declared shape is
-checked against the data it carries and against ``--max_image_size`` *before*
-anything is allocated (a 24-byte proto can declare [1, 20000, 20000, 3]).
+checked against the data it carries and against ``--max_image_size``
+(:class:`~serving.dev_server.limits.RequestLimits`) *before* anything is allocated
+(a 24-byte proto can declare [1, 20000, 20000, 3]).
 """
-
-import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -15,8 +14,6 @@ from serving.dev_server.errors import ServingError
 from serving.status import Code
 
 MAX_TENSOR_BYTES = 2 ** 31
-IMAGES_PER_REQUEST = 8
-"""Images of the largest size one request may carry within :attr:`RequestLimits.grpc_bytes`."""
 
 # The repeated field that holds the values of each dtype when tensor_content is empty
 # (tensorflow/core/framework/tensor.proto), and how many entries one value takes.
@@ -29,33 +26,6 @@ _VALUE_FIELDS = {
     types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
     types_pb2.DT_STRING: ("string_val", 1),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class RequestLimits:
-    """What one request may cost, derived from the largest image side served.
-
-    Args:
-        max_image_size: int. Largest height or width, pixels, of an image input (rank 4,
-            ``[batch, height, width, channels]``), as exported with ``--max-image-size``.
-            Defaults to 2048, the export's default.
-
-    Attributes:
-        grpc_bytes: int. gRPC receive limit: ``IMAGES_PER_REQUEST`` RGBA images of the
-            largest size, plus 1 MiB: 129 MiB at 2048 px, 1.1 MiB at 64 px.
-        rest_bytes: int. REST body limit: five times ``grpc_bytes``, for JSON's decimal
-            pixels (up to 4 characters a value) and base64 (4/3).
-    """
-
-    max_image_size: int = 2048
-
-    @property
-    def grpc_bytes(self):
-        return min(IMAGES_PER_REQUEST * self.max_image_size ** 2 * 4 + (1 << 20), 2 ** 31 - 1)
-
-    @property
-    def rest_bytes(self):
-        return 5 * self.grpc_bytes
 
 
 def dtype_name(enum):

@@ -1,4 +1,9 @@
-"""``python -m serving.dev_server``: flags, the model config, and the gRPC and REST servers together."""
+"""``python -m serving.dev_server``: flags, the model config, and the gRPC and REST servers together.
+
+The flags are parsed before TensorFlow is imported, so ``--help`` and a bad flag answer at
+once; TensorFlow then loads without its start-up lines (:func:`nst_tf.cli.import_tensorflow`;
+``--verbose`` or a ``TF_CPP_MIN_LOG_LEVEL`` of the user's shows them).
+"""
 
 import argparse
 import logging
@@ -9,12 +14,9 @@ import sys
 import threading
 
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving.dev_server.codec import RequestLimits
-from serving.dev_server.grpc_api import make_grpc_server
-from serving.dev_server.manager import ModelManager
-from serving.dev_server.rest_api import DEFAULT_TIMEOUT_SECONDS, make_rest_server
+from nst_tf.cli import import_tensorflow
+from serving.dev_server.limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
 
 logger = logging.getLogger("dev_server")
 
@@ -35,6 +37,9 @@ class DevModelServer:
 
     def __init__(self, manager, port=8500, rest_api_port=None, host="127.0.0.1", grpc_threads=16,
                  rest_timeout=DEFAULT_TIMEOUT_SECONDS):
+        from serving.dev_server.grpc_api import make_grpc_server
+        from serving.dev_server.rest_api import make_rest_server
+
         self.manager = manager
         self.host = host
         self.grpc_server = make_grpc_server(manager, grpc_threads)
@@ -115,12 +120,16 @@ def build_parser():
                              "also sets the largest gRPC message and REST body accepted")
     parser.add_argument("--rest_timeout_seconds", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help="seconds a REST client may take to send each part of a request (%(default)s)")
-    parser.add_argument("--verbose", action="store_true", help="log every REST request")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log every REST request, and show TensorFlow's start-up and device messages "
+                             "(also shown when TF_CPP_MIN_LOG_LEVEL is set)")
     return parser
 
 
 def load_config(args):
     """The ModelServerConfig that the flags describe (a config file, or one model)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
     config = model_server_config_pb2.ModelServerConfig()
     if args.model_config_file:
         text = pathlib.Path(args.model_config_file).read_text()
@@ -152,6 +161,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+    import_tensorflow(args.verbose)
+    from serving.dev_server.manager import ModelManager
+
     try:
         config = load_config(args)
         manager = ModelManager(config, _base_path_prefix(args, config), warmup=args.enable_model_warmup,

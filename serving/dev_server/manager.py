@@ -71,7 +71,7 @@ class ModelManager:
             ``prefix/<last component of base_path>``, which must resolve to a folder
             inside the prefix; otherwise base paths must be absolute, as in TF Serving.
         warmup: bool. Replay warm-up records when a version loads.
-        limits: codec.RequestLimits or None. Size limits of image inputs.
+        limits: limits.RequestLimits or None. Size limits of image inputs.
 
     Raises:
         ValueError: the config is not a model_config_list, repeats a name, names

@@ -20,13 +20,12 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from serving.dev_server.errors import ServingError
+from serving.dev_server.limits import DEFAULT_TIMEOUT_SECONDS
 from serving.dev_server.servable import DEFAULT_SIGNATURE
 from serving.dev_server.service import get_model_metadata, get_model_status
 from serving.status import HTTP_STATUS, Code
 
 logger = logging.getLogger("dev_server")
-DEFAULT_TIMEOUT_SECONDS = 30.0
-"""Longest wait for any read from a REST client (request line, headers, body)."""
 _MAX_VERSION = 2 ** 63 - 1  # ModelSpec.version is an int64.
 
 _PREDICT_PATH = re.compile(
@@ -333,7 +332,7 @@ def make_rest_server(manager, host, port, limits, timeout=DEFAULT_TIMEOUT_SECOND
     Args:
         manager: ModelManager.
         host, port: address; port 0 picks a free one.
-        limits: codec.RequestLimits or None (None: bodies up to 2 GiB).
+        limits: limits.RequestLimits or None (None: bodies up to 2 GiB).
         timeout: float. Seconds any socket read may wait.
 
     Raises:

@@ -23,7 +23,7 @@ class Servable:
         name: str. Model name.
         version: int. Version number.
         path: pathlib.Path. The version folder (a SavedModel).
-        limits: codec.RequestLimits or None. Size limits of image inputs.
+        limits: limits.RequestLimits or None. Size limits of image inputs.
 
     Raises:
         Exception: whatever ``tf.saved_model.load`` raises for a broken folder.
