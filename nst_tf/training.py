@@ -617,8 +617,15 @@ def train(config, callbacks=(), verbose="auto"):
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    history = trainer.fit(dataset, epochs=math.ceil(steps / chunk), steps_per_epoch=chunk, callbacks=all_callbacks,
-                          verbose=verbose, shuffle=False)  # photo_dataset shuffles.
+    try:
+        history = trainer.fit(dataset, epochs=math.ceil(steps / chunk), steps_per_epoch=chunk,
+                              callbacks=all_callbacks, verbose=verbose, shuffle=False)  # photo_dataset shuffles.
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        if config.strategy != "multi-worker":
+            raise
+        resume = "each resumes from its --backup-dir" if config.backup_dir else "without --backup-dir they start over"
+        raise NstError(f"A worker of the cluster stopped answering ({type(error).__name__}); restart every worker "
+                       f"with the same command ({resume}). Received: strategy='multi-worker'") from None
     seconds = time.perf_counter() - start
     done = int(trainer.optimizer.iterations.numpy())
     if not all(np.all(np.isfinite(w)) for w in transformer.get_weights()):

@@ -258,9 +258,11 @@ def test_a_killed_worker_resumes_with_the_cluster_from_its_backup(problem, tmp_p
                   and _backup_epoch(tmp_path / "backup0") == backed_up, first, logs)
         first[1].send_signal(signal.SIGKILL)
         assert first[1].wait(timeout=60) == -signal.SIGKILL
-        assert first[0].poll() != 0  # Worker 0 cannot finish without its peer (it waits or fails)...
+        # Worker 0 cannot finish without its peer: its collective fails, and it says what to do.
+        assert first[0].wait(timeout=240) != 0
+        assert "A worker of the cluster stopped answering" in logs[0].read_text(), logs[0].read_text()[-3000:]
     finally:
-        for process in first:  # ...and is restarted with the cluster.
+        for process in first:  # The cluster restarts with the same command.
             process.kill()
             process.communicate()
     assert _backup_epoch(tmp_path / "backup1") == backed_up
