@@ -52,6 +52,32 @@ def _stderr_captured():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def native_logs_hidden(verbose=False):
+    """Keeps TensorFlow's native log lines off the terminal for the block; shows them if it fails.
+
+    For work that logs from C++ after start-up (the TFLite converter's graph notices, for
+    one), which ``TF_CPP_MIN_LOG_LEVEL`` set after the import no longer reaches. Nothing
+    is hidden with `verbose` or when the user set ``TF_CPP_MIN_LOG_LEVEL``.
+
+    Args:
+        verbose: bool. Show the lines.
+    """
+    if verbose or _USER_TF_LOG_LEVEL is not None:
+        yield
+        return
+    printed = ""
+    try:
+        with _stderr_captured() as captured:
+            try:
+                yield
+            except BaseException:
+                printed = captured()
+                raise
+    finally:
+        sys.stderr.write(printed)
+
+
 def import_tensorflow(verbose=False):
     """Imports TensorFlow and finds its devices without start-up noise on the terminal.
 
@@ -64,22 +90,12 @@ def import_tensorflow(verbose=False):
     Returns:
         The ``tensorflow`` module.
     """
-    if "tensorflow" in sys.modules or verbose or _USER_TF_LOG_LEVEL is not None:
+    if "tensorflow" not in sys.modules and not verbose and _USER_TF_LOG_LEVEL is None:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side INFO and WARNING lines, after absl starts.
+    with native_logs_hidden(verbose or "tensorflow" in sys.modules):
         import tensorflow as tf
 
-        return tf
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side INFO and WARNING lines, after absl starts.
-    failure = None
-    with _stderr_captured() as captured:
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # Device discovery prints the cuInit line; do it here.
-        except BaseException as error:  # noqa: BLE001 - re-raised below, once stderr is back.
-            failure, printed = error, captured()
-    if failure is not None:
-        sys.stderr.write(printed)
-        raise failure
+        tf.config.list_physical_devices()  # Device discovery prints the cuInit line; do it here.
     return tf
 
 
@@ -789,7 +805,8 @@ def _run_tflite_export(args):
     import_tensorflow(args.verbose)
     from nst_tf import tflite
 
-    result = tflite.export_tflite(args.model, output, quantization)
+    with native_logs_hidden(args.verbose):  # The converter logs graph notices from C++.
+        result = tflite.export_tflite(args.model, output, quantization)
     inputs = "images [1, H, W, 3]" + (f" and style_weights [1, {len(result.style_names)}] over "
                                       f"{', '.join(result.style_names)}" if result.style_names else "")
     print(f"Exported {result.path} (TFLite, {quantization}, {result.size_bytes / 1e6:.2f} MB; inputs {inputs}, "

@@ -634,3 +634,17 @@ def test_import_tensorflow_hides_native_lines_unless_asked(tmp_path, case):
         assert run.returncode == 1 and "native start-up line" in run.stderr and "broken install" in run.stderr
     else:
         assert run.returncode == 0 and run.stderr.startswith("native start-up line"), run.stderr
+
+
+def test_native_logs_are_hidden_unless_the_block_fails_or_verbose(capfd, monkeypatch):
+    monkeypatch.setattr(cli, "_USER_TF_LOG_LEVEL", None)
+    with cli.native_logs_hidden():
+        os.write(2, b"E0000 converter notice\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), cli.native_logs_hidden():
+        os.write(2, b"E0000 why it failed\n")
+        raise RuntimeError("conversion failed")
+    assert capfd.readouterr().err == "E0000 why it failed\n"
+    with cli.native_logs_hidden(verbose=True):
+        os.write(2, b"I0000 shown\n")
+    assert capfd.readouterr().err == "I0000 shown\n"
