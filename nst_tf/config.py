@@ -1,9 +1,11 @@
-"""Frozen configuration of optimization-based style transfer.
+"""Frozen configuration of style transfer runs: optimization (:class:`StyleConfig`) and training (:class:`TrainConfig`).
 
 Every field of :class:`StyleConfig` is one ``scripts/stylize.py`` flag of the same
-name (``content_weight`` is ``--content-weight``).  ``None`` means "the chosen
-backbone's default", resolved by :meth:`StyleConfig.resolved`.  Validation runs in
-``__post_init__`` so a bad value fails before any network is built.
+name (``content_weight`` is ``--content-weight``), every field of :class:`TrainConfig`
+one ``scripts/train.py`` flag.  ``None`` means "the chosen backbone's default",
+resolved by :meth:`StyleConfig.resolved`.  Validation runs in ``__post_init__`` so a
+bad value fails before any network is built; this module imports no TensorFlow, so
+the command line checks its flags before TensorFlow loads.
 """
 
 import dataclasses
