@@ -240,13 +240,19 @@ def main(argv=None):
     compare.add_argument("--output", required=True, help="JPEG file")
     compare.add_argument("--size", type=int, default=512, help="longest side stylized, px (%(default)s)")
     compare.add_argument("--height", type=int, default=256, help="panel height, px (%(default)s)")
+    from nst_tf.cli import add_verbose_argument
+
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not pathlib.Path(args.assets).is_dir():
         print(f"error: assets folder not found; pass --assets or set NST_TF_ASSETS. Received: assets='{args.assets}'",
               file=sys.stderr)
         return 2
+    from nst_tf.cli import import_tensorflow
     from nst_tf.errors import NstError
 
+    if args.command != "optimization":  # That one runs scripts/stylize.py in subprocesses.
+        import_tensorflow(args.verbose)
     try:
         return {"sheets": run_sheets, "grid": run_grid, "optimization": run_optimization,
                 "compare": run_compare}[args.command](args)
