@@ -130,34 +130,43 @@ def photo_dataset(files, image_size=256, batch_size=4, shuffle=True, repeat=True
         [0, 255]. Files that fail to decode are dropped (``ignore_errors``).
     """
     files = tf.constant(list(files), tf.string)
-    if shuffle:
-        # One permutation per pass, drawn statelessly from (seed, pass): every iterator of the dataset
-        # yields the same stream.  tf.data's seeded shuffle would reshuffle for each new iterator, and
-        # Keras' fit under a tf.distribute strategy iterates once to build the model before it trains,
-        # so a run under a strategy would train on other batches than one without.
-        base = tf.constant(seed, tf.int64) if seed is not None else tf.random.uniform(
-            [], maxval=2 ** 62, dtype=tf.int64)
-        passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-        dataset = passes.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(tf.gather(
-            files, tf.random.experimental.stateless_shuffle(tf.range(tf.size(files)), tf.stack([base, index])))))
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices(files)
-        dataset = dataset.repeat() if repeat else dataset
 
-    def crop(path, crop_seed):
-        image = _resize_shorter_side(_decode(path), image_size)
+    def crop(index, crop_seed):
+        image = _resize_shorter_side(_decode(tf.gather(files, index)), image_size)
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=crop_seed[::-1])
         return image
 
-    # Stateless crops with one seed per element: reproducible also when decoding runs in parallel.
+    return _seeded_batches(int(files.shape[0]), crop, batch_size, shuffle, repeat, seed)
+
+
+def _seeded_batches(count, crop, batch_size, shuffle, repeat, seed):
+    """Batches of ``crop(index, crop_seed)`` over the indices ``0 .. count - 1``, in seeded order.
+
+    Shuffled, the order is one permutation per pass, drawn statelessly from ``(seed,
+    pass)``: every iterator of the dataset yields the same stream.  tf.data's seeded
+    shuffle would reshuffle for each new iterator, and Keras' ``fit`` under a
+    ``tf.distribute`` strategy iterates once to build the model before it trains, so a
+    run under a strategy would train on other batches than one without.  Each element
+    gets its own stateless crop seed, so decoding in parallel stays reproducible.
+    Elements that fail (undecodable files) are dropped; incomplete last batches too.
+    """
+    indices = tf.range(count)
+    if shuffle:
+        base = tf.constant(seed, tf.int64) if seed is not None else tf.random.uniform(
+            [], maxval=2 ** 62, dtype=tf.int64)
+        passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+        order = passes.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(indices, tf.stack([base, index]))))
+    else:
+        order = tf.data.Dataset.from_tensor_slices(indices)
+        order = order.repeat() if repeat else order
     crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, crop_seeds))
+    dataset = tf.data.Dataset.zip((order, crop_seeds))
     dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
 
 def with_random_styles(dataset, num_styles, seed=None, choices=None):
     """Pairs every photo of a batched photo dataset with a uniformly random style index.
@@ -271,17 +280,12 @@ def pair_dataset(pairs, image_size=256, batch_size=4, shuffle=True, repeat=True,
         tf.data.Dataset of ``(photos, targets)``, each float32 ``[batch_size, image_size,
         image_size, 3]``, RGB in [0, 255]. Pairs that fail to decode are dropped.
     """
-    photos, targets = (list(column) for column in zip(*pairs))
-    dataset = tf.data.Dataset.from_tensor_slices((photos, targets))
-    if shuffle:
-        dataset = dataset.shuffle(len(photos), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
+    photos, targets = (tf.constant(list(column), tf.string) for column in zip(*pairs))
 
-    def crop(photo_path, target_path, crop_seed):
-        target = _decode(target_path)
+    def crop(index, crop_seed):
+        target = _decode(tf.gather(targets, index))
         shape = tf.shape(target)[:2]
-        photo = _resize_shorter_side(_decode(photo_path), tf.reduce_min(shape))
+        photo = _resize_shorter_side(_decode(tf.gather(photos, index)), tf.reduce_min(shape))
         top, left = (tf.shape(photo)[0] - shape[0]) // 2, (tf.shape(photo)[1] - shape[1]) // 2
         photo = photo[top:top + shape[0], left:left + shape[1]]
         both = tf.image.stateless_random_crop(tf.concat([photo, target], -1), [image_size, image_size, 6],
@@ -290,9 +294,4 @@ def pair_dataset(pairs, image_size=256, batch_size=4, shuffle=True, repeat=True,
             both = tf.image.stateless_random_flip_left_right(both, seed=crop_seed[::-1])
         return both[..., :3], both[..., 3:]
 
-    crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, crop_seeds)).map(lambda paths, s: crop(paths[0], paths[1], s),
-                                                             num_parallel_calls=tf.data.AUTOTUNE,
-                                                             deterministic=seed is not None)
-    dataset = dataset.ignore_errors(log_warning=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _seeded_batches(len(pairs), crop, batch_size, shuffle, repeat, seed)

@@ -79,6 +79,21 @@ def test_every_iterator_of_a_seeded_dataset_yields_the_same_batches(tmp_path):
     assert len({tuple(row) for row in photos}) > 1  # ...in an order of its own.
 
 
+def test_every_iterator_of_a_seeded_pair_dataset_yields_the_same_batches(tmp_path):
+    for i in range(5):
+        Image.new("RGB", (20, 16), (i * 50, 0, 0)).save(tmp_path / f"p{i}.png")
+        Image.new("RGB", (16, 16), (0, i * 50, 0)).save(tmp_path / f"t{i}.png")
+    pairs = [(str(tmp_path / f"p{i}.png"), str(tmp_path / f"t{i}.png")) for i in range(5)]
+    dataset = data.pair_dataset(pairs, 8, 1, seed=3)
+    first, second = ([np.stack(part) for part in zip(*dataset.take(20).as_numpy_iterator())] for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    photos = np.round(first[0][:, 0].mean(axis=(1, 2, 3)) * 3 / 50).astype(int)
+    targets = np.round(first[1][:, 0].mean(axis=(1, 2, 3)) * 3 / 50).astype(int)
+    np.testing.assert_array_equal(photos, targets)  # Each photo with its own target.
+    assert all(sorted(row) == [0, 1, 2, 3, 4] for row in photos.reshape(4, 5))
+
+
 def test_crops_keep_the_shorter_side(tmp_path):
     # A 40x20 gradient resized to shorter side 10 is 20x10: a 10x10 crop keeps all rows.
     y, x = np.mgrid[0:20, 0:40]
