@@ -53,6 +53,18 @@ DEFAULT_LOSS_WEIGHTS = TRAIN_LOSS_WEIGHTS
 logger = logging.getLogger(__name__)
 
 
+def _reducible_logs(logs):
+    """A train step's logs as every strategy can reduce them.
+
+    Keras reduces the logs of a MultiWorkerMirroredStrategy step with
+    ``strategy.reduce(MEAN, axis=0)``, which refuses scalars: each gets a batch axis of
+    one (its mean is the value itself).
+    """
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 class FastStyleTrainer(keras.Model):
     """A TransformerNet trained with Johnson et al.'s perceptual loss, one style or many.
 
@@ -201,12 +213,7 @@ class FastStyleTrainer(keras.Model):
         return terms
 
     def train_step(self, data):
-        logs = super().train_step(data)
-        # Keras reduces the logs of a MultiWorkerMirroredStrategy step with strategy.reduce(MEAN, axis=0),
-        # which refuses scalars: give each a batch axis of one (its mean is the value itself).
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
+        return _reducible_logs(super().train_step(data))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         photos, style = (x["images"], x["style"]) if isinstance(x, dict) else (x, None)
@@ -261,10 +268,7 @@ class PixelTrainer(keras.Model):
         return {"pixel": pixel, "tv": tv, "total": pixel + tv}
 
     def train_step(self, data):
-        logs = super().train_step(data)
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            return {name: tf.reshape(value, [1]) for name, value in logs.items()}  # As FastStyleTrainer.
-        return logs
+        return _reducible_logs(super().train_step(data))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.pixel_losses(y_pred, y)
@@ -753,11 +757,8 @@ def added_style_metadata(transformer, config, trainer, result, photo_losses):
     if photo_losses is not None:
         entry["photo_style_loss"] = float(photo_losses[-1])
     metadata.setdefault("styles", {})[name] = entry
-    history = result.get("history", {})
-    metadata.setdefault("added_styles", []).append({
-        "name": name, "config": dataclasses.asdict(config), "steps": int(result["steps"]),
-        "seconds_this_run": float(result["seconds"]), "images_per_second": float(result["images_per_second"]),
-        "final_losses": {key: float(values[-1]) for key, values in history.items() if values}})
+    metadata.setdefault("added_styles", []).append({"name": name, "config": dataclasses.asdict(config),
+                                                    **_run_record(result)})
     return metadata
 
 
@@ -782,9 +783,6 @@ def training_metadata(config, trainer, result, photo_losses=None):
         styles[name] = {"image": paths[index], "style_weight": weights[index]}
         if photo_losses is not None:
             styles[name]["photo_style_loss"] = float(photo_losses[index])
-    history = result.get("history", {})
-    final = {key: float(values[-1]) for key, values in history.items() if values}
-    previous = dict(trainer.transformer.metadata.get("training", {})) if config.init_model else {}
     return {
         "format": 1,
         "training": {
@@ -794,10 +792,7 @@ def training_metadata(config, trainer, result, photo_losses=None):
             "style_layers": list(trainer.style_layers),
             "style_layer_weights": dict(trainer.style_layer_weights),
             "content_weight": content_weight, "tv_weight": tv_weight,
-            "steps": int(result["steps"]), "seconds_this_run": float(result["seconds"]),
-            "images_per_second": float(result["images_per_second"]), "photos": int(result["photos"]),
-            "final_losses": final,
-            **({"init_model_training": previous} if previous else {}),
+            **_run_record(result), "photos": int(result["photos"]), **_previous_training(config, trainer),
         },
         "styles": styles,
     }
@@ -805,20 +800,29 @@ def training_metadata(config, trainer, result, photo_losses=None):
 
 def _pixel_training_metadata(config, trainer, result):
     """:func:`training_metadata` of a ``pixel`` run: its settings (objective, targets), TV weight and run."""
-    history = result.get("history", {})
-    previous = dict(trainer.transformer.metadata.get("training", {})) if config.init_model else {}
     return {
         "format": 1,
         "training": {
             "config": dataclasses.asdict(config),
             "objective": config.objective, "targets": config.targets, "tv_weight": trainer.tv_weight,
-            "steps": int(result["steps"]), "seconds_this_run": float(result["seconds"]),
-            "images_per_second": float(result["images_per_second"]), "photos": int(result["photos"]),
-            "final_losses": {key: float(values[-1]) for key, values in history.items() if values},
-            **({"init_model_training": previous} if previous else {}),
+            **_run_record(result), "photos": int(result["photos"]), **_previous_training(config, trainer),
         },
         "styles": {pathlib.Path(config.styles[0]).stem: {"image": config.styles[0]}},
     }
+
+
+def _run_record(result):
+    """What every training record keeps of one ``fit`` call: steps, wall time, throughput, final losses."""
+    history = result.get("history", {})
+    return {"steps": int(result["steps"]), "seconds_this_run": float(result["seconds"]),
+            "images_per_second": float(result["images_per_second"]),
+            "final_losses": {key: float(values[-1]) for key, values in history.items() if values}}
+
+
+def _previous_training(config, trainer):
+    """``{"init_model_training": ...}``, the training record of the network a run started from, or ``{}``."""
+    previous = dict(trainer.transformer.metadata.get("training", {})) if config.init_model else {}
+    return {"init_model_training": previous} if previous else {}
 
 
 def _load_style(path, extractor, style_size):
