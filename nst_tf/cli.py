@@ -857,6 +857,8 @@ def add_train_arguments(parser):
     arg("--content-weight", "content loss weight (loss network default)", type=float)
     arg("--style-weight", "style loss weight (loss network default)", type=float)
     arg("--tv-weight", "total variation weight (loss network default)", type=float)
+    arg("--saturation-weight", "weight of the loss that keeps the output out of tanh's flat tails, where "
+        "white or black blobs form", type=float)
     arg("--loss-network", "frozen loss network", choices=tuple(TRAIN_LAYERS))
     arg("--loss-weights-file", "'imagenet' (Keras cache), a weights file, or 'none' (random; tests only)",
         type=_weights)

@@ -285,6 +285,9 @@ class TrainConfig:
         image_size: int. Side of the square training crops, pixels. Defaults to 256.
         learning_rate: float. Adam step size. Defaults to 1e-3 (Johnson 2016).
         content_weight, style_weight, tv_weight: float or None (``DEFAULT_LOSS_WEIGHTS``).
+        saturation_weight: float >= 0. Weight of the saturation loss, which keeps the
+            output out of tanh's flat tails (:func:`nst_tf.losses.saturation_loss`).
+            Defaults to 0.
         loss_network: ``vgg16`` (default), ``vgg19`` or ``squeezenet1_1``.
         loss_weights_file: ``"imagenet"`` or a weights file of the loss network.
         seed: int or None. Seeds Python, NumPy, TensorFlow and the data pipeline.
@@ -340,6 +343,7 @@ class TrainConfig:
     content_weight: Optional[float] = None
     style_weight: Optional[float] = None
     tv_weight: Optional[float] = None
+    saturation_weight: float = 0.0
     loss_network: str = "vgg16"
     loss_weights_file: Optional[str] = "imagenet"
     seed: Optional[int] = 0
@@ -397,7 +401,7 @@ class TrainConfig:
                  "an integer >= 16 (pixels)")
         _require(_int(self.save_every, 1), "save_every", self.save_every, "an integer >= 1")
         _require(_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "saturation_weight"):
             value = getattr(self, name)
             _require(value is None or (_number(value) and value >= 0), name, value, "a finite number >= 0")
         if pathlib.Path(self.output).suffix != ".keras":

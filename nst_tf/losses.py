@@ -144,6 +144,31 @@ def total_variation_loss(image):
     return tf.reduce_mean(_total_variation_per_sample(image))
 
 
+SATURATION_THRESHOLD = 2.5
+"""Pre-tanh value beyond which :func:`saturation_loss` applies: ``127.5 * (tanh(2.5) + 1)`` is 1.7 and 253.3."""
+
+
+def saturation_loss(logits, threshold=SATURATION_THRESHOLD):
+    """Mean squared excess of a tanh output layer's pre-activation over `threshold`.
+
+    ``mean(max(|z| - threshold, 0)^2)`` over batch, pixels and channels.  A network
+    whose output is ``127.5 * (tanh(z) + 1)`` gets almost no gradient where ``|z|`` is
+    large (``tanh'(5) = 2e-4``), so a region pushed there stays flat white or black
+    whatever the content and style losses say: the blobs that fast style transfer
+    networks paint into bright skies.  This term pulls such pixels back to where
+    those losses reach them again, and is zero everywhere else.
+
+    Args:
+        logits: float tensor ``[B, H, W, C]``, the pre-tanh output.
+        threshold: float >= 0. Defaults to :data:`SATURATION_THRESHOLD`.
+
+    Returns:
+        float32 scalar >= 0, in squared logit units; zero when every ``|z| <= threshold``.
+    """
+    excess = tf.nn.relu(tf.abs(tf.cast(logits, tf.float32)) - threshold)
+    return tf.reduce_mean(tf.square(excess))
+
+
 def _total_variation_per_sample(image):
     image = tf.cast(image, tf.float32)
     dy = tf.reduce_mean(tf.abs(image[:, 1:] - image[:, :-1]), axis=[1, 2, 3])

@@ -68,15 +68,19 @@ def _reducible_logs(logs):
 class FastStyleTrainer(keras.Model):
     """A TransformerNet trained with Johnson et al.'s perceptual loss, one style or many.
 
-    ``loss = content_weight * L_content + mean_b(style_weight[s_b] * L_style(b, s_b)) + tv_weight * L_tv``
+    ``loss = content_weight * L_content + mean_b(style_weight[s_b] * L_style(b, s_b)) + tv_weight * L_tv
+    + saturation_weight * L_sat``
     with :func:`nst_tf.losses.content_loss` (mean over content layers), the Gram
     style loss of each example against the Gram matrices of its style ``s_b``
-    (:func:`nst_tf.losses.style_layer_loss`, layer-weighted as :func:`nst_tf.losses.style_loss`)
-    and :func:`nst_tf.losses.total_variation_loss`.  A single-style transformer has
+    (:func:`nst_tf.losses.style_layer_loss`, layer-weighted as :func:`nst_tf.losses.style_loss`),
+    :func:`nst_tf.losses.total_variation_loss` and :func:`nst_tf.losses.saturation_loss`
+    of the transformer's pre-tanh output: where tanh saturates, its gradient vanishes
+    and no other term can change those pixels, which then stay flat white or black
+    blobs.  A single-style transformer has
     ``s_b = 0``; a multi-style one (Dumoulin et al. 2017) takes ``{"images", "style"}``
     batches whose examples mix styles (:func:`nst_tf.data.with_random_styles`).
-    Each weighted term is a metric (``content_loss``, ``style_loss``, ``tv_loss``;
-    they add up to ``loss``).  Only the transformer's trainable weights train.
+    Each weighted term is a metric (``content_loss``, ``style_loss``, ``tv_loss``,
+    ``saturation_loss``; they add up to ``loss``).  Only the transformer's trainable weights train.
 
     Args:
         transformer: TransformerNet (or any Keras model from and to the pixel contract).
@@ -91,6 +95,9 @@ class FastStyleTrainer(keras.Model):
         style_layer_weights: dict ``{layer: w_l}``; None takes
             ``DEFAULT_STYLE_LAYER_WEIGHTS`` (equal weights for custom layers).
         content_weight, tv_weight: float >= 0; None takes ``DEFAULT_LOSS_WEIGHTS``.
+        saturation_weight: float >= 0. Weight of the saturation loss; needs a transformer
+            whose call takes ``return_logits`` (:class:`~nst_tf.transformer.TransformerNet`)
+            when > 0. Defaults to 0.
         style_weight: float >= 0, or a sequence of one per style; None takes
             ``DEFAULT_LOSS_WEIGHTS``. The ``"photo"`` style's weight is always 0.
         feature_extractor: optional prebuilt FeatureExtractor covering all the layers
@@ -106,7 +113,7 @@ class FastStyleTrainer(keras.Model):
 
     def __init__(self, transformer, style_image, loss_network="vgg16", loss_weights="imagenet",
                  content_layers=None, style_layers=None, style_layer_weights=None, content_weight=None,
-                 style_weight=None, tv_weight=None, feature_extractor=None, **kwargs):
+                 style_weight=None, tv_weight=None, saturation_weight=0.0, feature_extractor=None, **kwargs):
         super().__init__(**kwargs)
         if feature_extractor is not None:
             loss_network = feature_extractor.backbone
@@ -134,7 +141,8 @@ class FastStyleTrainer(keras.Model):
         if len(per_style) != len(style_images):
             raise ConfigError(f"Give one style weight per style ({len(style_images)}). "
                               f"Received: style_weight={per_style!r}")
-        for name, value in [("content_weight", content_weight), ("tv_weight", tv_weight)] + [
+        for name, value in [("content_weight", content_weight), ("tv_weight", tv_weight),
+                            ("saturation_weight", saturation_weight)] + [
                 ("style_weight", w) for w in per_style]:
             if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"`{name}` must be a finite number >= 0. Received: {name}={value}")
@@ -142,6 +150,7 @@ class FastStyleTrainer(keras.Model):
         self.loss_weights = (float(content_weight), per_style[0] if len(per_style) == 1 else tuple(per_style),
                              float(tv_weight))
         self.style_weights = tf.constant(per_style, tf.float32)
+        self.saturation_weight = float(saturation_weight)
         self.extractor = feature_extractor or FeatureExtractor(
             self.content_layers + self.style_layers, backbone=loss_network, weights=loss_weights)
         missing = [n for n in self.content_layers + self.style_layers if n not in self.extractor.layer_names]
@@ -152,6 +161,7 @@ class FastStyleTrainer(keras.Model):
         self.content_tracker = keras.metrics.Mean(name="content_loss")
         self.style_tracker = keras.metrics.Mean(name="style_loss")
         self.tv_tracker = keras.metrics.Mean(name="tv_loss")
+        self.saturation_tracker = keras.metrics.Mean(name="saturation_loss")
 
     def _target_grams(self, style_images, loss_network):
         """``{layer: float32 [N, C, C]}``, computed once (Johnson 2016 sec. 3.2); zeros for the photo style."""
@@ -178,20 +188,26 @@ class FastStyleTrainer(keras.Model):
         return {name: tf.constant(tf.stack(rows)) for name, rows in grams.items()}
 
     def call(self, inputs, training=False):
-        if isinstance(inputs, dict):
-            return self.transformer(inputs["images"], style=inputs["style"], training=training)
-        return self.transformer(inputs, training=training)
+        """The transformer's output; while training with a saturation loss, ``(images, logits)``."""
+        images, style = (inputs["images"], inputs["style"]) if isinstance(inputs, dict) else (inputs, None)
+        styled = {} if style is None else {"style": style}
+        if training and self.saturation_weight > 0:
+            return self.transformer(images, training=training, return_logits=True, **styled)
+        return self.transformer(images, training=training, **styled)
 
-    def perceptual_losses(self, photos, stylized, style=None):
+    def perceptual_losses(self, photos, stylized, style=None, logits=None):
         """Weighted loss terms of a batch.
 
         Args:
             photos: float32 ``[B, H, W, 3]`` content photos, RGB in [0, 255].
             stylized: float32 ``[B, H, W, 3]`` transformer output for `photos`.
             style: int ``[B]`` style index of each example; None is style 0.
+            logits: float32 ``[B, H, W, 3]`` pre-tanh output of the transformer; None
+                leaves out the saturation loss.
 
         Returns:
-            dict of float32 scalars ``content``, ``style``, ``tv`` (weighted) and ``total``.
+            dict of float32 scalars ``content``, ``style``, ``tv``, ``saturation``
+            (weighted) and ``total``.
         """
         batch = tf.shape(photos)[0]
         style = tf.zeros([batch], tf.int32) if style is None else tf.cast(style, tf.int32)
@@ -208,8 +224,10 @@ class FastStyleTrainer(keras.Model):
         style_term = tf.reduce_mean(tf.gather(self.style_weights, style) * per_example)
         tv = losses.total_variation_loss(stylized)
         content_weight, _, tv_weight = self.loss_weights
-        terms = {"content": content_weight * content, "style": style_term, "tv": tv_weight * tv}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        saturation = 0.0 if logits is None else self.saturation_weight * losses.saturation_loss(logits)
+        terms = {"content": content_weight * content, "style": style_term, "tv": tv_weight * tv,
+                 "saturation": tf.convert_to_tensor(saturation, tf.float32)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["saturation"]
         return terms
 
     def train_step(self, data):
@@ -217,10 +235,12 @@ class FastStyleTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         photos, style = (x["images"], x["style"]) if isinstance(x, dict) else (x, None)
-        terms = self.perceptual_losses(photos, tf.cast(y_pred, tf.float32), style)
+        stylized, logits = y_pred if isinstance(y_pred, (tuple, list)) else (y_pred, None)
+        terms = self.perceptual_losses(photos, tf.cast(stylized, tf.float32), style, logits)
         self.content_tracker.update_state(terms["content"])
         self.style_tracker.update_state(terms["style"])
         self.tv_tracker.update_state(terms["tv"])
+        self.saturation_tracker.update_state(terms["saturation"])
         # Keras sums gradients over replicas; each replica contributes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return terms["total"] / replicas
@@ -695,7 +715,8 @@ def _perceptual_trainer(config, photos, policy):
         style_weight = balanced_style_weights(photo_losses, base)
     trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
                                content_weight=config.content_weight, style_weight=style_weight,
-                               tv_weight=config.tv_weight, feature_extractor=extractor)
+                               tv_weight=config.tv_weight, saturation_weight=config.saturation_weight,
+                               feature_extractor=extractor)
     trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     probe_batch = tf.zeros((1, config.image_size, config.image_size, 3))
     if transformer.num_styles:  # BackupAndRestore needs it built.
@@ -791,7 +812,7 @@ def training_metadata(config, trainer, result, photo_losses=None):
             "content_layers": list(trainer.content_layers),
             "style_layers": list(trainer.style_layers),
             "style_layer_weights": dict(trainer.style_layer_weights),
-            "content_weight": content_weight, "tv_weight": tv_weight,
+            "content_weight": content_weight, "tv_weight": tv_weight, "saturation_weight": trainer.saturation_weight,
             **_run_record(result), "photos": int(result["photos"]), **_previous_training(config, trainer),
         },
         "styles": styles,

@@ -185,9 +185,13 @@ class TransformerNet(keras.Model):
         statistics: optional nested list of instance-norm ``(mean, variance)`` as
             returned with ``return_statistics=True``; used instead of the image's own.
         return_statistics: bool. Also return the statistics used.
+        return_logits: bool. Also return the output's pre-activation ``z`` (float32
+            ``[B, H, W, 3]``, ``images = 127.5 * (tanh(z) + 1)``), which training
+            keeps out of tanh's flat tails (:class:`nst_tf.training.FastStyleTrainer`).
 
     Returns:
-        float32 tensor ``[B, H, W, 3]``, RGB in [0, 255], or ``(images, statistics)``.
+        float32 tensor ``[B, H, W, 3]``, RGB in [0, 255]; with `return_logits`
+        ``(images, logits)``; with `return_statistics` the statistics come last.
 
     Raises:
         ConfigError: `filters` is not three positive ints, `num_residual_blocks` < 0,
@@ -301,7 +305,7 @@ class TransformerNet(keras.Model):
         """Float32 ``[B, N]`` blend weights from a ``style`` call argument (None if single-style)."""
         return style_argument(self.style_names, style, batch)
 
-    def call(self, images, style=None, statistics=None, return_statistics=False):
+    def call(self, images, style=None, statistics=None, return_statistics=False, return_logits=False):
         images = tf.convert_to_tensor(images)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         weights = self.selection(style, tf.shape(images)[0])
@@ -315,9 +319,10 @@ class TransformerNet(keras.Model):
             given = None if statistics is None else statistics[index]
             x, stats = block(x, statistics=given, return_statistics=True, **conditional)
             used.append(stats)
-        x = tf.cast(self.head(x), tf.float32)  # Output activation in float32 under mixed precision.
-        x = 127.5 * (tf.tanh(x[:, top:top + height, left:left + width]) + 1.0)
-        return (x, used) if return_statistics else x
+        logits = tf.cast(self.head(x), tf.float32)[:, top:top + height, left:left + width]  # float32 tanh.
+        outputs = (127.5 * (tf.tanh(logits) + 1.0),) + ((logits,) if return_logits else ()) + (
+            (used,) if return_statistics else ())
+        return outputs if len(outputs) > 1 else outputs[0]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (3,)

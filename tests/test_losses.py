@@ -73,6 +73,24 @@ def test_total_variation_is_zero_on_constant_image_and_positive_on_edges():
     assert losses.total_variation_loss(stripes).numpy() == pytest.approx(10.0)
 
 
+def test_saturation_loss_is_zero_inside_the_threshold_and_squared_beyond():
+    inside = tf.constant([[[[2.5, -2.5, 0.0]]]])
+    assert losses.saturation_loss(inside).numpy() == 0.0
+    logits = tf.constant([[[[4.5, -3.5, 1.0]]]])  # Excess 2 and 1 beyond 2.5; the third is inside.
+    assert losses.saturation_loss(logits).numpy() == pytest.approx((4 + 1) / 3)
+
+
+def test_saturation_loss_has_gradient_where_tanh_has_none():
+    logits = tf.Variable([[[[8.0, -8.0, 0.5]]]])
+    with tf.GradientTape(persistent=True) as tape:
+        pixels = 127.5 * (tf.tanh(logits) + 1.0)
+        penalty = losses.saturation_loss(logits)
+    through_tanh = tape.gradient(pixels, logits).numpy().ravel()
+    pull = tape.gradient(penalty, logits).numpy().ravel()
+    assert abs(through_tanh[0]) < 1e-3 and abs(through_tanh[1]) < 1e-3  # Saturated: the image losses stall.
+    assert pull[0] > 1 and pull[1] < -1 and pull[2] == 0.0  # Descent moves both back toward zero.
+
+
 def test_keras_loss_classes_match_functions():
     a = tf.random.stateless_normal([2, 4, 4, 3], seed=[3, 3])
     b = tf.random.stateless_normal([2, 4, 4, 3], seed=[4, 4])

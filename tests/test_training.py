@@ -80,6 +80,7 @@ def _config(folder, style_file, tmp_path, **overrides):
     ({"batch_size": 0}, "--batch-size"), ({"image_size": 8}, "--image-size"),
     ({"learning_rate": 0.0}, "--learning-rate"),
     ({"style_weight": -1.0}, "--style-weight"), ({"tv_weight": float("nan")}, "--tv-weight"),
+    ({"saturation_weight": -1.0}, "--saturation-weight"),
     ({"strategy": "tpu"}, "--strategy"), ({"output": "net.h5"}, "--output"), ({"loss_network": "resnet"}, "backbone"),
     ({"style_size": 4}, "--style-size"), ({"save_every": 0}, "--save-every"),
     ({"objective": "gram"}, "--objective must be one of"), ({"objective": "pixel"}, "go together"),
@@ -122,6 +123,39 @@ def test_fit_lowers_the_loss_and_tracks_each_term(extractor):
     parts = sum(history[name][-1] for name in ("content_loss", "style_loss", "tv_loss"))
     np.testing.assert_allclose(parts, history["loss"][-1], rtol=1e-4)
     assert [w.path for w in trainer.trainable_weights] == [w.path for w in trainer.transformer.trainable_weights]
+
+
+@pytest.mark.slow
+def test_saturation_loss_brings_saturated_pixels_back_where_the_other_losses_reach_them(extractor):
+    photos = _photos()
+
+    def saturated_network():
+        keras.utils.set_random_seed(0)
+        transformer = TransformerNet(**SMALL)
+        transformer(photos)
+        transformer.head.conv.bias.assign([6.0, -6.0, 0.0])  # Red saturated high, green low: tanh' ~ 2e-5.
+        transformer.head.conv.kernel.assign(transformer.head.conv.kernel * 0.1)
+        return transformer
+
+    def saturated(model):
+        return float(tf.reduce_mean(tf.cast(tf.abs(model(photos, return_logits=True)[1]) > 2.5, tf.float32)))
+
+    def fit(saturation_weight):
+        transformer = saturated_network()
+        trainer = FastStyleTrainer(transformer, _style(), feature_extractor=extractor, style_weight=1e-2,
+                                   saturation_weight=saturation_weight)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+        return transformer, trainer, trainer.fit(photos, batch_size=4, epochs=8, verbose=0).history
+
+    before = saturated(saturated_network())
+    control, _, _ = fit(0.0)
+    transformer, trainer, history = fit(100.0)
+    assert before > 0.6 and saturated(control) > 0.9 * before  # The image losses alone cannot move them.
+    assert saturated(transformer) < 0.5 * before
+    assert history["saturation_loss"][-1] < 0.5 * history["saturation_loss"][0]
+    parts = sum(history[name][-1] for name in ("content_loss", "style_loss", "tv_loss", "saturation_loss"))
+    np.testing.assert_allclose(parts, history["loss"][-1], rtol=1e-4)
+    assert float(trainer.perceptual_losses(photos, trainer(photos))["saturation"]) == 0.0  # Needs the logits.
 
 
 def test_loss_weights_default_per_network_and_scale_terms(extractor):

@@ -19,6 +19,14 @@ def test_output_shape_equals_input_shape(net, size):
     assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 255
 
 
+def test_logits_are_the_pre_activation_of_the_output(net):
+    images = _image(31, 17, batch=2)
+    out, logits, statistics = net(images, return_logits=True, return_statistics=True)
+    assert logits.shape == out.shape and logits.dtype == tf.float32
+    np.testing.assert_allclose(out.numpy(), 127.5 * (np.tanh(logits.numpy()) + 1.0), atol=1e-3)
+    np.testing.assert_allclose(net(images, statistics=statistics).numpy(), out.numpy(), atol=1e-3)
+
+
 def test_architecture_matches_johnson():
     model = TransformerNet()
     model.build((None, None, None, 3))
