@@ -44,7 +44,7 @@ import numpy as np
 import requests
 
 from nst_tf import files, images
-from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection
+from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection, program_name
 from nst_tf.errors import NstError
 from nst_tf.signatures import (
     INPUT_STYLE,
@@ -56,7 +56,8 @@ from nst_tf.signatures import (
     SIGNATURE_IMAGES,
     SIGNATURE_STYLE_NAMES,
 )
-from serving import status as status_table
+
+from . import status as status_table
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "http://localhost:8501"
@@ -538,7 +539,7 @@ def _output_paths(inputs, output, output_format):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m serving.client",
+        prog=program_name(f"{__package__}.client"),
         description="Stylize images with a fast style network served by TensorFlow Serving (or serving.dev_server).",
         epilog="Exit status: 0 done, 2 bad input, unreachable server, unknown model or rejected request.")
     parser.add_argument("paths", nargs="*", metavar="PATH",

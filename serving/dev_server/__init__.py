@@ -59,9 +59,9 @@ Sources: tensorflow/serving ``model_servers/`` (``http_rest_api_handler.cc``,
 
 import importlib
 
-from serving.dev_server.errors import ServingError
-from serving.dev_server.limits import RequestLimits
-from serving.dev_server.main import DevModelServer, build_parser, load_config, main
+from .errors import ServingError
+from .limits import RequestLimits
+from .main import DevModelServer, build_parser, load_config, main
 
 # Name -> its module; these import TensorFlow, so they load on first use (PEP 562).
 _WITH_TENSORFLOW = {
@@ -77,5 +77,5 @@ __all__ = ["DevModelServer", "ModelManager", "RequestLimits", "Servable", "Servi
 def __getattr__(name):
     module = _WITH_TENSORFLOW.get(name)
     if module is None:
-        raise AttributeError(f"module 'serving.dev_server' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"serving.dev_server.{module}"), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

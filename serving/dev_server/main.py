@@ -15,8 +15,9 @@ import threading
 
 from google.protobuf import text_format
 
-from nst_tf.cli import import_tensorflow
-from serving.dev_server.limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
+from nst_tf.cli import import_tensorflow, program_name
+
+from .limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
 
 logger = logging.getLogger("dev_server")
 
@@ -37,8 +38,8 @@ class DevModelServer:
 
     def __init__(self, manager, port=8500, rest_api_port=None, host="127.0.0.1", grpc_threads=16,
                  rest_timeout=DEFAULT_TIMEOUT_SECONDS):
-        from serving.dev_server.grpc_api import make_grpc_server
-        from serving.dev_server.rest_api import make_rest_server
+        from .grpc_api import make_grpc_server
+        from .rest_api import make_rest_server
 
         self.manager = manager
         self.host = host
@@ -94,7 +95,7 @@ def _positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m serving.dev_server",
+        prog=program_name(__package__),
         description="Development stand-in for tensorflow_model_server (TF Serving's gRPC Predict, "
         "GetModelMetadata, GetModelStatus and REST API). For development and tests; production runs TF Serving.")
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (%(default)s; 0 picks a free one)")
@@ -162,7 +163,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     import_tensorflow(args.verbose)
-    from serving.dev_server.manager import ModelManager
+    from .manager import ModelManager
 
     try:
         config = load_config(args)
