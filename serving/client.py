@@ -1,6 +1,6 @@
 """Clients of the style service: gRPC (tensorflow-serving-api) and REST (requests).
 
-Both talk to TensorFlow Serving (or ``serving.dev_server``) and share one interface:
+Both talk to TensorFlow Serving (or the development server, :mod:`.dev_server`) and share one interface:
 :meth:`stylize` (uint8 pixels through ``serving_default``), :meth:`stylize_bytes`
 (image files through ``stylize_bytes``), :meth:`status` (``GetModelStatus``),
 :meth:`metadata` (``GetModelMetadata``) and :meth:`wait_until_available`.  The image
@@ -14,13 +14,14 @@ exponential backoff by the transport's own mechanism: gRPC's retry policy (a ser
 config on the channel) and urllib3's ``Retry`` (predictions are idempotent).  Failures
 raise :class:`ServingClientError` with a one-line message and the gRPC status name.
 
-Command line (``python -m serving.client --help``)::
+Command line (``nst-tf-client --help``; the same as ``python -m nst_tf_serving.client``, or
+``python -m serving.client`` from the repository root)::
 
-    python -m serving.client --server localhost:8500 --model styles photo.jpg out.png
-    python -m serving.client --rest --model styles --label stable a.jpg b.jpg out_dir/
-    python -m serving.client --model styles --pixels --max-size 512 photo.jpg out.jpg
-    python -m serving.client --model styles --status
-    python -m serving.client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
+    nst-tf-client --server localhost:8500 --model styles photo.jpg out.png
+    nst-tf-client --rest --model styles --label stable a.jpg b.jpg out_dir/
+    nst-tf-client --model styles --pixels --max-size 512 photo.jpg out.jpg
+    nst-tf-client --model styles --status
+    nst-tf-client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
 tensorflow-serving-api's protos import TensorFlow, so the gRPC client imports it on first
 use; ``--help`` and the REST client's ``--status`` and ``--metadata`` never load it, and the
@@ -622,7 +623,7 @@ def _output_paths(inputs, output, output_format):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=program_name(f"{__package__}.client"),
-        description="Stylize images with a fast style network served by TensorFlow Serving (or serving.dev_server).",
+        description="Stylize images with a fast style network served by TensorFlow Serving (or nst-tf-dev-server).",
         epilog="Exit status: 0 done, 2 bad input, unreachable server, unknown model or rejected request.")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="input images, then the output file (one input) or folder (several inputs)")
@@ -719,7 +720,7 @@ def run(args):
 
 
 def main(argv=None):
-    """``python -m serving.client``: returns the exit status (0 done, 2 error)."""
+    """``nst-tf-client`` (``python -m serving.client``): returns the exit status (0 done, 2 error)."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -9,7 +9,7 @@ in-process.
 
 Command line (starts a development server on loopback unless ``--server`` is given)::
 
-    python -m serving.loadtest --model styles --requests 2000 --image-size 256
+    nst-tf-loadtest --model styles --requests 2000 --image-size 256   # = python -m serving.loadtest
 """
 
 import argparse

@@ -48,8 +48,11 @@ Modules: ``limits`` (request limits), ``codec`` (TensorProto <-> numpy), ``serva
 
 Usage::
 
-    python -m serving.dev_server --model_config_file serving/models.config \\
+    nst-tf-dev-server --model_config_file serving/models.config \\
         --model_base_path_prefix saved_models --port 8500 --rest_api_port 8501
+
+(``python -m nst_tf_serving.dev_server``, or ``python -m serving.dev_server`` from the
+repository root, is the same.)
 
 Sources: tensorflow/serving ``model_servers/`` (``http_rest_api_handler.cc``,
 ``http_server.cc`` ``ToHTTPStatusCode``, ``get_model_status_impl.cc``),

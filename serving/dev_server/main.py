@@ -1,4 +1,5 @@
-"""``python -m serving.dev_server``: flags, the model config, and the gRPC and REST servers together.
+"""``nst-tf-dev-server`` (``python -m serving.dev_server``): flags, the model config, and the gRPC and REST
+servers together.
 
 The flags are parsed before TensorFlow is imported, so ``--help`` and a bad flag answer at
 once; TensorFlow then loads without its start-up lines (:func:`nst_tf.cli.import_tensorflow`;
@@ -158,7 +159,8 @@ def _base_path_prefix(args, config):
 
 
 def main(argv=None):
-    """``python -m serving.dev_server``: serve until SIGTERM or Ctrl-C; returns the exit status."""
+    """``nst-tf-dev-server`` (``python -m serving.dev_server``): serve until SIGTERM or Ctrl-C; returns the exit
+    status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
