@@ -651,6 +651,9 @@ def build_parser():
                         help="file type in an output folder (%(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (%(default)s)")
     parser.add_argument("--retries", type=int, default=3, help="retries while the server is unavailable (%(default)s)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="S",
+                        help="first wait up to S seconds for the server to start and the model to load, e.g. "
+                        "right after docker compose up (%(default)s: don't wait)")
     parser.add_argument("--status", action="store_true", help="print the model's version status and exit "
                         "(exit 0 when a version is AVAILABLE)")
     parser.add_argument("--metadata", action="store_true", help="print the model's signatures and exit")
@@ -660,9 +663,9 @@ def build_parser():
 
 def run(args):
     """Runs the command line from parsed flags; returns the exit status. Raises NstError."""
-    if args.timeout <= 0 or args.retries < 0:
-        raise ServingClientError(f"--timeout must be > 0 and --retries >= 0. Received: timeout={args.timeout}, "
-                                 f"retries={args.retries}", "INVALID_ARGUMENT")
+    if args.timeout <= 0 or args.retries < 0 or args.wait < 0:
+        raise ServingClientError(f"--timeout must be > 0, --retries and --wait >= 0. Received: timeout={args.timeout}, "
+                                 f"retries={args.retries}, wait={args.wait}", "INVALID_ARGUMENT")
     report = args.status or args.metadata
     if not report:  # Flags and files first: a mistake answers before TensorFlow loads or the server is asked.
         if args.raw and args.max_size is not None:
@@ -686,6 +689,8 @@ def run(args):
     tf = None if args.rest and report else import_tensorflow(args.verbose)
     with make_client(args.server, args.model, args.rest, version=args.version, label=args.label,
                      timeout=args.timeout, retries=args.retries) as client:
+        if args.wait:
+            client.wait_until_available(args.wait)
         if report:
             if args.status:
                 for state in client.status():

@@ -698,6 +698,16 @@ def test_grpc_wait_until_available_waits_for_a_server_that_starts_later():
             assert service.calls == 2  # One UNAVAILABLE, polled again after the interval.
 
 
+def test_cli_waits_for_the_server_with_wait(capsys):
+    with flaky_grpc_server(3) as (address, service):
+        code, out, err = run_cli(["--server", address, "--retries", "0", "--wait", str(TIMEOUT), "--model", "m",
+                                  "--status"], capsys)
+        assert code == 0 and out == "m version 1: AVAILABLE\n", err
+        assert service.calls == 6  # Three UNAVAILABLE polls, AVAILABLE, then --status's two calls.
+    code, _, err = run_cli(["--server", address, "--wait", "-1", "--model", "m", "--status"], capsys)
+    assert code == 2 and err.startswith("error: --timeout must be > 0, --retries and --wait >= 0") and "wait=-1" in err
+
+
 class FlakyRestHandler(http.server.BaseHTTPRequestHandler):
     """``GET /v1/models/m``: 503 for the first ``server.failures`` requests, then version 1 AVAILABLE;
     a request while ``server.hold`` is set is held until the event is cleared."""
