@@ -168,6 +168,14 @@ def _option_strings(parser):
     return sorted(names)
 
 
+def program_name(module):
+    """The command as the user typed it, for usage lines: an installed console script's name
+    (``nst-tf-client``) or ``python -m <module>`` (``serving.client`` from the repository root,
+    ``nst_tf_serving.client`` when installed)."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script.startswith("nst-tf") else f"python -m {module}"
+
+
 def add_verbose_argument(parser):
     """``--verbose``, the flag that :func:`import_tensorflow` takes, for any command that imports TensorFlow."""
     parser.add_argument("--verbose", action="store_true",

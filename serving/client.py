@@ -1,6 +1,6 @@
 """Clients of the style service: gRPC (tensorflow-serving-api) and REST (requests).
 
-Both talk to TensorFlow Serving (or ``serving.dev_server``) and share one interface:
+Both talk to TensorFlow Serving (or the development server, :mod:`.dev_server`) and share one interface:
 :meth:`stylize` (uint8 pixels through ``serving_default``), :meth:`stylize_bytes`
 (image files through ``stylize_bytes``), :meth:`status` (``GetModelStatus``),
 :meth:`metadata` (``GetModelMetadata``) and :meth:`wait_until_available`.  The image
@@ -10,16 +10,18 @@ A multi-style network's styles are discovered at run time (:meth:`style_names`: 
 number of styles from the metadata, their names from the ``style_names`` signature);
 :meth:`stylize` then takes a style name or a blend and a strength.  Every call has
 a timeout, and calls that find the server ``UNAVAILABLE`` are retried with
-exponential backoff (predictions are idempotent).  Failures raise
-:class:`ServingClientError` with a one-line message and the gRPC status name.
+exponential backoff by the transport's own mechanism: gRPC's retry policy (a service
+config on the channel) and urllib3's ``Retry`` (predictions are idempotent).  Failures
+raise :class:`ServingClientError` with a one-line message and the gRPC status name.
 
-Command line (``python -m serving.client --help``)::
+Command line (``nst-tf-client --help``; the same as ``python -m nst_tf_serving.client``, or
+``python -m serving.client`` from the repository root)::
 
-    python -m serving.client --server localhost:8500 --model styles photo.jpg out.png
-    python -m serving.client --rest --model styles --label stable a.jpg b.jpg out_dir/
-    python -m serving.client --model styles --pixels --max-size 512 photo.jpg out.jpg
-    python -m serving.client --model styles --status
-    python -m serving.client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
+    nst-tf-client --server localhost:8500 --model styles photo.jpg out.png
+    nst-tf-client --rest --model styles --label stable a.jpg b.jpg out_dir/
+    nst-tf-client --model styles --pixels --max-size 512 photo.jpg out.jpg
+    nst-tf-client --model styles --status
+    nst-tf-client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
 tensorflow-serving-api's protos import TensorFlow, so the gRPC client imports it on first
 use; ``--help`` and the REST client's ``--status`` and ``--metadata`` never load it, and the
@@ -28,12 +30,15 @@ shown with ``--verbose``).
 
 Sources: TF Serving gRPC API (``tensorflow_serving/apis/prediction_service.proto``,
 ``model_service.proto``), REST API (https://www.tensorflow.org/tfx/serving/api_rest),
-tensorflow/serving ``example/`` clients.
+tensorflow/serving ``example/`` clients; gRPC retries: gRFC A6 (``grpc/proposal``,
+``A6-client-retries.md``) and https://grpc.io/docs/guides/retry/; urllib3
+``util.retry.Retry``.
 """
 
 import argparse
 import base64
 import io
+import json
 import os
 import pathlib
 import sys
@@ -42,9 +47,10 @@ import time
 import grpc
 import numpy as np
 import requests
+import urllib3
 
 from nst_tf import files, images
-from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection
+from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection, program_name
 from nst_tf.errors import NstError
 from nst_tf.signatures import (
     INPUT_STYLE,
@@ -56,12 +62,20 @@ from nst_tf.signatures import (
     SIGNATURE_IMAGES,
     SIGNATURE_STYLE_NAMES,
 )
-from serving import status as status_table
+
+from . import status as status_table
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "http://localhost:8501"
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 """gRPC message limit of the client, both ways (gRPC's default is 4 MiB: a 1200 px image)."""
+GRPC_MAX_ATTEMPTS = 5
+"""gRPC clamps a retry policy's ``maxAttempts`` to 5 (gRFC A6): a gRPC call makes at most 4 retries."""
+GRPC_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+REST_RETRY_STATUSES = (502, 503)
+"""HTTP statuses a REST call retries: 503 is TF Serving's UNAVAILABLE, 502 a proxy that cannot reach it.
+504 (TF Serving's DEADLINE_EXCEEDED, or a proxy's timeout) is not retried, as gRPC retries no
+deadline: a retry would multiply the timeout."""
 
 
 def _enum_name(message, field):
@@ -113,8 +127,8 @@ class _Client:
         details = " ".join(str(details).split())
         if code == "UNAVAILABLE":
             return ServingClientError(
-                f"Cannot reach the model server at {self.server} ({code} after {self.retries + 1} attempts: "
-                f"{details[:300]}). Is it running? Start one with `python -m serving.dev_server` (serving/README.md).",
+                f"Cannot reach the model server at {self.server} ({code} after {self.attempts} attempts: "
+                f"{details[:300]}). Is it running? Start one with `nst-tf-dev-server` (serving/README.md).",
                 code)
         if code == "NOT_FOUND":
             return ServingClientError(f"The server at {self.server} does not serve {self.target}: {details}", code)
@@ -125,21 +139,10 @@ class _Client:
             return ServingClientError(f"The server rejected the request for {self.target} ({code}): {details}", code)
         return ServingClientError(f"The request for {self.target} failed ({code}): {details}", code)
 
-    def _with_retries(self, call, timeout=None):
-        """Runs ``call()`` -> (result, None) or (None, (code, details)), retrying UNAVAILABLE.
-
-        A deadline failure is reported with ``timeout`` (seconds; None: the client's).
-        """
-        for attempt in range(self.retries + 1):
-            result, failure = call()
-            if failure is None:
-                return result
-            if failure[0] == "DEADLINE_EXCEEDED":
-                raise self._error("DEADLINE_EXCEEDED", "", timeout)
-            if failure[0] != "UNAVAILABLE" or attempt == self.retries:
-                raise self._error(*failure)
-            time.sleep(self.backoff * 2 ** attempt)
-        raise AssertionError("unreachable")
+    @property
+    def attempts(self):
+        """Attempts a call makes at most while the server is UNAVAILABLE: ``retries + 1``."""
+        return self.retries + 1
 
     def signature_io(self, signature):
         """``(image input name, output name)`` of a signature, from the metadata (style inputs aside).
@@ -246,8 +249,15 @@ class _Client:
         states = self.status()
         return any(s["state"] == "AVAILABLE" for s in states)
 
+    def _status_waiting(self, seconds):
+        """:meth:`status`, waiting up to `seconds` for the server where the transport can."""
+        return self.status()
+
     def wait_until_available(self, timeout=60.0, interval=0.2):
         """Polls :meth:`status` until a version is AVAILABLE.
+
+        The gRPC client's polls wait for the server to come up (``wait_for_ready``) within
+        what is left of `timeout`; a model still loading is polled again after `interval`.
 
         Args:
             timeout: float. Seconds to wait at most.
@@ -260,7 +270,8 @@ class _Client:
         last = ServingClientError(f"{self.target} has no AVAILABLE version", "UNAVAILABLE")
         while True:
             try:
-                if self.is_available():
+                states = self._status_waiting(max(deadline - time.monotonic(), 0.01))
+                if any(s["state"] == "AVAILABLE" for s in states):
                     return
             except ServingClientError as error:
                 last = error
@@ -277,9 +288,11 @@ class GrpcClient(_Client):
         model: str. Model name (the ``name`` in models.config).
         version: int or None. Model version to use; None uses the latest.
         label: str or None. Version label (``version_labels`` in models.config).
-        timeout: float. Seconds each call may take. Defaults to 60.
-        retries: int. Retries of a call answered ``UNAVAILABLE``. Defaults to 3.
-        backoff: float. Seconds before the first retry; doubles each time. Defaults to 0.5.
+        timeout: float. Seconds each call may take, its retries included. Defaults to 60.
+        retries: int >= 0. Retries of a call answered ``UNAVAILABLE``, by gRPC's retry
+            policy; gRPC makes at most 4 (:data:`GRPC_MAX_ATTEMPTS`). Defaults to 3.
+        backoff: float. Seconds of the first retry's backoff, doubling for each next one
+            (gRPC waits a random time up to it). Defaults to 0.5.
         max_message_bytes: int. Largest message sent or received. Defaults to 512 MiB.
 
     Raises:
@@ -292,7 +305,8 @@ class GrpcClient(_Client):
 
         super().__init__(server, model, version, label, timeout, retries, backoff)
         options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
+                   ("grpc.max_receive_message_length", max_message_bytes),
+                   *grpc_retry_options(self.retries, self.backoff, max_message_bytes)]
         self.channel = grpc.insecure_channel(server, options=options)
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -311,22 +325,33 @@ class GrpcClient(_Client):
             spec.signature_name = signature
         return spec
 
-    def _call(self, method, request, timeout=None):
-        def call():
-            try:
-                return method(request, timeout=timeout or self.timeout), None
-            except grpc.RpcError as error:
-                return None, (error.code().name, error.details())
+    @property
+    def attempts(self):
+        return min(self.retries + 1, GRPC_MAX_ATTEMPTS)
 
-        return self._with_retries(call, timeout)
+    def _call(self, method, request, timeout=None, wait_for_ready=None):
+        """``method(request)`` with the channel's retry policy; a failure, once retries are spent,
+        raises ServingClientError (a deadline reported with `timeout`, seconds; None: the client's)."""
+        try:
+            return method(request, timeout=timeout or self.timeout, wait_for_ready=wait_for_ready)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self._error("DEADLINE_EXCEEDED", "", timeout) from None
+            raise self._error(error.code().name, error.details()) from None
 
     def status(self):
         """``GetModelStatus``: list of ``{"version", "state", "error_code", "error_message"}`` dicts."""
+        return self._status(min(self.timeout, 10.0))
+
+    def _status_waiting(self, seconds):
+        return self._status(seconds, wait_for_ready=True)
+
+    def _status(self, timeout, wait_for_ready=None):
         from tensorflow_serving.apis import get_model_status_pb2
 
         request = get_model_status_pb2.GetModelStatusRequest()
         self.model_spec(request.model_spec)
-        response = self._call(self.models.GetModelStatus, request, min(self.timeout, 10.0))
+        response = self._call(self.models.GetModelStatus, request, timeout, wait_for_ready)
         return [{"version": s.version, "state": status_table.state_name(s.state),
                  "error_code": _enum_name(s.status, "error_code"), "error_message": s.status.error_message}
                 for s in response.model_version_status]
@@ -377,7 +402,12 @@ class RestClient(_Client):
     Args:
         server: str. Base URL, ``http://host:port`` (``host:port`` gets ``http://``).
             Defaults to ``http://localhost:8501``.
-        session: requests.Session or None. Reused connections; None makes one.
+        session: requests.Session or None. Reused connections; None makes one. The
+            client mounts its retrying adapter on it for `server`'s URLs.
+        retries: int >= 0. Retries of a request that finds no server (connection refused
+            or dropped) or is answered 502 or 503, by urllib3's ``Retry``. Defaults to 3.
+        backoff: float. urllib3's schedule: the first retry at once, then after
+            `backoff`, doubling each time. Defaults to 0.5.
         Other arguments as :class:`GrpcClient`.
 
     Raises:
@@ -390,6 +420,8 @@ class RestClient(_Client):
             server = f"http://{server}"
         super().__init__(server.rstrip("/"), model, version, label, timeout, retries, backoff)
         self.session = session or requests.Session()
+        self.session.mount(f"{self.server}/", requests.adapters.HTTPAdapter(
+            max_retries=rest_retry(self.retries, self.backoff)))
 
     def close(self):
         self.session.close()
@@ -404,28 +436,26 @@ class RestClient(_Client):
         return path + suffix
 
     def _request(self, method, url, body=None, timeout=None):
+        """One request through the session's retrying adapter; the answer's JSON, or, once
+        retries are spent, ServingClientError with the gRPC code of the HTTP status."""
         timeout = timeout or self.timeout
-
-        def call():
+        try:
+            response = self.session.request(method, url, json=body, timeout=timeout)
+        except requests.Timeout:
+            raise self._error("DEADLINE_EXCEEDED", "", timeout) from None
+        except requests.ConnectionError as error:
+            raise self._error("UNAVAILABLE", error) from None
+        if response.status_code == 200:
             try:
-                response = self.session.request(method, url, json=body, timeout=timeout)
-            except requests.Timeout:
-                return None, ("DEADLINE_EXCEEDED", "")
-            except requests.ConnectionError as error:
-                return None, ("UNAVAILABLE", error)
-            if response.status_code == 200:
-                try:
-                    return response.json(), None
-                except ValueError:
-                    return None, ("INTERNAL", f"the answer is not JSON: {response.text[:200]!r}")
-            try:
-                details = response.json().get("error", response.text)
+                return response.json()
             except ValueError:
-                details = response.text or response.reason
-            code = status_table.code_of_http(response.status_code).name
-            return None, (code, f"HTTP {response.status_code}: {details}")
-
-        return self._with_retries(call, timeout)
+                raise self._error("INTERNAL", f"the answer is not JSON: {response.text[:200]!r}") from None
+        try:
+            details = response.json().get("error", response.text)
+        except ValueError:
+            details = response.text or response.reason
+        code = status_table.code_of_http(response.status_code).name
+        raise self._error(code, f"HTTP {response.status_code}: {details}")
 
     def status(self):
         """``GET /v1/models/<name>``: as :meth:`GrpcClient.status`."""
@@ -466,6 +496,60 @@ class RestClient(_Client):
         if predictions and isinstance(predictions[0], dict) and "b64" not in predictions[0]:
             predictions = [p[output_name] for p in predictions]  # Several outputs: one object per row.
         return _from_json(predictions, array.dtype == object)
+
+
+def _duration(seconds):
+    """Seconds as a protobuf JSON Duration (``"0.500000000s"``); gRPC needs a backoff above zero."""
+    return f"{max(seconds, 1e-3):.9f}s"
+
+
+def grpc_retry_options(retries, backoff, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+    """Channel options that retry calls answered ``UNAVAILABLE`` to TF Serving's services.
+
+    Args:
+        retries: int >= 0. Retries per call; 0 adds no retry policy. More than
+            ``GRPC_MAX_ATTEMPTS - 1`` are clamped (gRPC would clamp them too).
+        backoff: float. Seconds: ``initialBackoff``; gRPC waits a random time up to
+            ``backoff * 2**n`` before retry n + 1.
+        max_message_bytes: int. Largest request kept for a retry (gRPC's default keeps
+            256 KiB, and a larger request, a 300 px image, would not be retried).
+
+    Returns:
+        list of ``(name, value)`` channel options: ``grpc.enable_retries``,
+        ``grpc.service_config`` (JSON ``methodConfig`` with a ``retryPolicy``) and
+        ``grpc.per_rpc_retry_buffer_size``.
+    """
+    options = [("grpc.enable_retries", 1)]
+    if retries < 1:
+        return options
+    attempts = min(retries + 1, GRPC_MAX_ATTEMPTS)
+    policy = {"maxAttempts": attempts, "initialBackoff": _duration(backoff),
+              "maxBackoff": _duration(backoff * 2 ** (attempts - 2)), "backoffMultiplier": 2,
+              "retryableStatusCodes": ["UNAVAILABLE"]}
+    config = {"methodConfig": [{"name": [{"service": name} for name in GRPC_SERVICES], "retryPolicy": policy}]}
+    return options + [("grpc.service_config", json.dumps(config)),
+                      ("grpc.per_rpc_retry_buffer_size", int(max_message_bytes))]
+
+
+class _RetryUnlessTimedOut(urllib3.util.Retry):
+    """urllib3's Retry, except that a read timeout is raised at once: the server is there but
+    slow, and retrying would multiply the timeout (gRPC retries no deadline either)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def rest_retry(retries, backoff):
+    """The urllib3 ``Retry`` of the REST client: `retries` retries (int >= 0) of refused or dropped
+    connections and of 502 and 503 answers, every method, waiting 0, `backoff`, 2 `backoff`... seconds."""
+    # Every method, POST included: a prediction is idempotent (same input, same output, no state
+    # changes on the server), so a retry cannot do twice what the caller asked for once.
+    # raise_on_status=False hands the last 503 back, so that its error text reaches the message.
+    return _RetryUnlessTimedOut(total=retries, connect=retries, read=retries, status=retries, other=0,
+                                allowed_methods=None, status_forcelist=REST_RETRY_STATUSES,
+                                backoff_factor=backoff / 2, raise_on_status=False)
 
 
 def _json_values(array):
@@ -538,8 +622,8 @@ def _output_paths(inputs, output, output_format):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m serving.client",
-        description="Stylize images with a fast style network served by TensorFlow Serving (or serving.dev_server).",
+        prog=program_name(f"{__package__}.client"),
+        description="Stylize images with a fast style network served by TensorFlow Serving (or nst-tf-dev-server).",
         epilog="Exit status: 0 done, 2 bad input, unreachable server, unknown model or rejected request.")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="input images, then the output file (one input) or folder (several inputs)")
@@ -567,6 +651,9 @@ def build_parser():
                         help="file type in an output folder (%(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (%(default)s)")
     parser.add_argument("--retries", type=int, default=3, help="retries while the server is unavailable (%(default)s)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="S",
+                        help="first wait up to S seconds for the server to start and the model to load, e.g. "
+                        "right after docker compose up (%(default)s: don't wait)")
     parser.add_argument("--status", action="store_true", help="print the model's version status and exit "
                         "(exit 0 when a version is AVAILABLE)")
     parser.add_argument("--metadata", action="store_true", help="print the model's signatures and exit")
@@ -576,9 +663,9 @@ def build_parser():
 
 def run(args):
     """Runs the command line from parsed flags; returns the exit status. Raises NstError."""
-    if args.timeout <= 0 or args.retries < 0:
-        raise ServingClientError(f"--timeout must be > 0 and --retries >= 0. Received: timeout={args.timeout}, "
-                                 f"retries={args.retries}", "INVALID_ARGUMENT")
+    if args.timeout <= 0 or args.retries < 0 or args.wait < 0:
+        raise ServingClientError(f"--timeout must be > 0, --retries and --wait >= 0. Received: timeout={args.timeout}, "
+                                 f"retries={args.retries}, wait={args.wait}", "INVALID_ARGUMENT")
     report = args.status or args.metadata
     if not report:  # Flags and files first: a mistake answers before TensorFlow loads or the server is asked.
         if args.raw and args.max_size is not None:
@@ -602,6 +689,8 @@ def run(args):
     tf = None if args.rest and report else import_tensorflow(args.verbose)
     with make_client(args.server, args.model, args.rest, version=args.version, label=args.label,
                      timeout=args.timeout, retries=args.retries) as client:
+        if args.wait:
+            client.wait_until_available(args.wait)
         if report:
             if args.status:
                 for state in client.status():
@@ -636,7 +725,7 @@ def run(args):
 
 
 def main(argv=None):
-    """``python -m serving.client``: returns the exit status (0 done, 2 error)."""
+    """``nst-tf-client`` (``python -m serving.client``): returns the exit status (0 done, 2 error)."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)

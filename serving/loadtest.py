@@ -9,7 +9,7 @@ in-process.
 
 Command line (starts a development server on loopback unless ``--server`` is given)::
 
-    python -m serving.loadtest --model styles --requests 2000 --image-size 256
+    nst-tf-loadtest --model styles --requests 2000 --image-size 256   # = python -m serving.loadtest
 """
 
 import argparse
@@ -24,7 +24,7 @@ from concurrent import futures
 
 import numpy as np
 
-from nst_tf.cli import add_verbose_argument, import_tensorflow
+from nst_tf.cli import add_verbose_argument, import_tensorflow, program_name
 
 
 def _percentile(values, q):
@@ -169,13 +169,14 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
     import tensorflow as tf
 
     from nst_tf.export import list_versions
-    from serving.client import GrpcClient
-    from serving.testing import start_dev_server
+
+    from .client import GrpcClient
+    from .testing import start_dev_server
 
     base = pathlib.Path(saved_models).resolve() / model
     versions = list_versions(base)
     if not versions:
-        raise FileNotFoundError(f"no exported version in {base}; run python scripts/export.py first")
+        raise FileNotFoundError(f"no exported version in {base}; export one first (nst-tf export)")
     loaded = tf.saved_model.load(str(base / str(versions[-1])))
     serve, style = loaded.signatures["serving_default"], None
     if "style_names" in loaded.signatures:  # A multi-style network: its first style.
@@ -202,7 +203,8 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program_name(f"{__package__}.loadtest"),
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model name, e.g. styles")
     parser.add_argument("--saved-models", default="saved_models", help="model base paths (%(default)s)")
     parser.add_argument("--server", help="gRPC host:port of a running server (default: start a dev server)")

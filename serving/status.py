@@ -17,7 +17,7 @@ def __getattr__(name):
     """``ModelVersionStatus`` (the proto message) and ``State``, its enum: ``State.Value("AVAILABLE")``,
     ``State.Name(30)``; also ``ModelVersionStatus.START``, ``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``."""
     if name not in ("ModelVersionStatus", "State"):
-        raise AttributeError(f"module 'serving.status' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 
     return ModelVersionStatus if name == "ModelVersionStatus" else ModelVersionStatus.State

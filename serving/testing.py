@@ -29,9 +29,11 @@ import subprocess
 import sys
 import time
 
-from nst_tf.cli import add_verbose_argument, import_tensorflow
+from nst_tf.cli import add_verbose_argument, import_tensorflow, program_name
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The folder this package is imported from (the repository root, or site-packages when installed):
+# a development server subprocess imports the same package from there.
+_IMPORT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONTRACT_MODEL = "contract"
 LIVE_MODEL = "contract_live"
 STYLES_MODEL = "contract_styles"
@@ -164,7 +166,7 @@ class DevServerProcess:
         Raises:
             RuntimeError: the process died or `timeout` seconds passed; the message has the log's tail.
         """
-        from serving.client import GrpcClient, ServingClientError
+        from .client import GrpcClient, ServingClientError
 
         deadline = time.monotonic() + timeout
         for model in models:
@@ -227,16 +229,16 @@ def start_dev_server(config_file, log_path, base_path_prefix=None, models=(), ti
     Raises:
         RuntimeError: the server died or was not ready in time.
     """
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    path = os.pathsep.join([str(_IMPORT_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path}
     for attempt in range(3):  # Another process may take a free port before the server binds it.
         grpc_port, rest_port = free_port(), free_port()
-        command = [sys.executable, "-m", "serving.dev_server", "--model_config_file", str(config_file),
+        command = [sys.executable, "-m", f"{__package__}.dev_server", "--model_config_file", str(config_file),
                    "--port", str(grpc_port), "--rest_api_port", str(rest_port),
                    "--file_system_poll_wait_seconds", "0.5",
                    *(["--model_base_path_prefix", str(base_path_prefix)] if base_path_prefix else []), *extra_args]
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         server = DevServerProcess(process, grpc_port, rest_port, log_path)
         try:
             server.wait_ready(models, timeout)
@@ -249,7 +251,7 @@ def start_dev_server(config_file, log_path, base_path_prefix=None, models=(), ti
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m serving.testing",
+    parser = argparse.ArgumentParser(prog=program_name(f"{__package__}.testing"),
                                      description="Write the serving contract-test models and models.config.")
     parser.add_argument("directory", help="folder to fill (mount it at --container-root for TF Serving)")
     parser.add_argument("--container-root", default="/models",

@@ -85,6 +85,15 @@ def bad_inputs(tmp):
     ]
 
 
+def test_program_name_is_the_console_script_or_python_m(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/nst-tf-client", "--help"])
+    assert cli.program_name("nst_tf_serving.client") == "nst-tf-client"
+    monkeypatch.setattr(sys, "argv", ["/repo/serving/client.py", "--help"])
+    assert cli.program_name("serving.client") == "python -m serving.client"
+    monkeypatch.setattr(sys, "argv", [""])
+    assert cli.program_name("nst_tf_serving.dev_server") == "python -m nst_tf_serving.dev_server"
+
+
 def test_every_bad_input_gives_one_line_error_exit_2_and_no_file(tmp_path, capsys):
     for name, args, message in bad_inputs(tmp_path):
         code, _, err = run_cli(args, capsys)

@@ -8,7 +8,11 @@ folder prepared with ``python -m serving.testing`` (serving/README.md).
 """
 
 import base64
+import concurrent.futures
+import contextlib
+import http.server
 import io
+import json
 import os
 import pathlib
 import re
@@ -17,6 +21,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -588,6 +593,194 @@ def test_help_and_rest_status_answer_without_tensorflow():
     assert len(lines) == 12 and not any(word in run.stderr for word in START_UP_NOISE), run.stderr
     assert all(name in run.stdout for name in ("serving.client", "serving.dev_server", "serving.loadtest",
                                                "serving.testing")), run.stdout
+
+
+# --- Installed commands ---------------------------------------------------------------------------
+
+
+def _outside_the_repository(tmp_path):
+    """cwd and environment of a user who installed the package and works in another folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = subprocess.run([sys.executable, "-c", "import nst_tf_serving"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    if found.returncode != 0:
+        pytest.skip("nst_tf_serving is not installed in this environment (pip install -e . installs it): "
+                    f"{(found.stderr.strip().splitlines() or ['?'])[-1]}")
+    return env
+
+
+@pytest.mark.parametrize("module, flag", [("nst_tf_serving.client", "--model MODEL"),
+                                          ("nst_tf_serving.dev_server", "--model_config_file")])
+def test_installed_package_runs_from_any_folder(tmp_path, module, flag):
+    env = _outside_the_repository(tmp_path)
+    run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"usage: python -m {module} ") and flag in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("script, flag", [("nst-tf-client", "--model MODEL"),
+                                          ("nst-tf-dev-server", "--model_config_file"),
+                                          ("nst-tf-loadtest", "--saved-models")])
+def test_installed_console_scripts(tmp_path, script, flag):
+    env = _outside_the_repository(tmp_path)
+    path = shutil.which(script)
+    if path is None:
+        pytest.skip(f"{script} is not on PATH (pip install -e . installs it beside this Python's scripts)")
+    run = subprocess.run([path, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"usage: {script} ") and flag in run.stdout, run.stdout
+
+
+# --- Retries --------------------------------------------------------------------------------------
+
+
+class FlakyModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus: UNAVAILABLE for the first `failures` calls, then version 1 AVAILABLE."""
+
+    def __init__(self, failures):
+        self.failures, self.calls = failures, 0
+
+    def GetModelStatus(self, request, context):  # noqa: N802 (the proto's method name)
+        self.calls += 1
+        if self.calls <= self.failures:
+            context.abort(CODE.UNAVAILABLE, "still starting")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        response.model_version_status.add(version=1, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+        return response
+
+
+@contextlib.contextmanager
+def flaky_grpc_server(failures, port=0):
+    """A gRPC ModelService on loopback: yields (address, FlakyModelService)."""
+    service = FlakyModelService(failures)
+    flaky = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, flaky)
+    port = flaky.add_insecure_port(f"127.0.0.1:{port}")
+    flaky.start()
+    try:
+        yield f"127.0.0.1:{port}", service
+    finally:
+        flaky.stop(None)
+
+
+@pytest.mark.parametrize("retries, failures, attempts", [(3, 2, 3), (3, 3, 4), (0, 1, 1), (9, 10, 5)])
+def test_grpc_retry_policy_retries_unavailable(retries, failures, attempts):
+    """gRPC's retry policy: `retries` retries of UNAVAILABLE, at most 4 (gRPC's cap of 5 attempts)."""
+    with flaky_grpc_server(failures) as (address, service), \
+            serving_client.GrpcClient(address, "m", retries=retries, backoff=0.01, timeout=TIMEOUT) as client:
+        if failures < attempts:
+            assert client.status()[0]["state"] == "AVAILABLE"
+        else:
+            with pytest.raises(serving_client.ServingClientError) as raised:
+                client.status()
+            message = str(raised.value)
+            assert raised.value.code == "UNAVAILABLE" and "\n" not in message
+            assert f"Cannot reach the model server at {address} (UNAVAILABLE after {attempts} attempts: " \
+                   "still starting). Is it running? Start one with `nst-tf-dev-server`" in message
+        assert service.calls == attempts
+
+
+def test_grpc_wait_until_available_waits_for_a_server_that_starts_later():
+    """wait_for_ready: the client tries, finds no server, and still succeeds once one starts (retries=0)."""
+    port = testing.free_port()
+    with serving_client.GrpcClient(f"127.0.0.1:{port}", "m", retries=0, timeout=TIMEOUT) as client:
+        failed_to_connect = threading.Event()
+        client.channel.subscribe(lambda state: state == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                                 and failed_to_connect.set())
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(client.wait_until_available, TIMEOUT)
+        assert failed_to_connect.wait(TIMEOUT), "the client never tried to connect"
+        assert not waiting.done()
+        with pytest.raises(serving_client.ServingClientError, match="Cannot reach the model server"):
+            client.status()  # Without wait_for_ready a call fails at once.
+        with flaky_grpc_server(1, port) as (_, service):
+            waiting.result(TIMEOUT)
+            assert service.calls == 2  # One UNAVAILABLE, polled again after the interval.
+
+
+def test_cli_waits_for_the_server_with_wait(capsys):
+    with flaky_grpc_server(3) as (address, service):
+        code, out, err = run_cli(["--server", address, "--retries", "0", "--wait", str(TIMEOUT), "--model", "m",
+                                  "--status"], capsys)
+        assert code == 0 and out == "m version 1: AVAILABLE\n", err
+        assert service.calls == 6  # Three UNAVAILABLE polls, AVAILABLE, then --status's two calls.
+    code, _, err = run_cli(["--server", address, "--wait", "-1", "--model", "m", "--status"], capsys)
+    assert code == 2 and err.startswith("error: --timeout must be > 0, --retries and --wait >= 0") and "wait=-1" in err
+
+
+class FlakyRestHandler(http.server.BaseHTTPRequestHandler):
+    """``GET /v1/models/m``: 503 for the first ``server.failures`` requests, then version 1 AVAILABLE;
+    a request while ``server.hold`` is set is held until the event is cleared."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.server.calls += 1
+        if self.server.hold.is_set():
+            self.server.release.wait(TIMEOUT)
+            return
+        failing = self.server.calls <= self.server.failures
+        body = json.dumps({"error": "still starting"} if failing else
+                          {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {}}]}).encode()
+        self.send_response(503 if failing else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def flaky_rest_server(failures, hold=False):
+    """A REST status endpoint on loopback: yields (url, server with ``calls``)."""
+    flaky = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyRestHandler)
+    flaky.daemon_threads = True
+    flaky.failures, flaky.calls, flaky.hold, flaky.release = failures, 0, threading.Event(), threading.Event()
+    if hold:
+        flaky.hold.set()
+    thread = threading.Thread(target=flaky.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{flaky.server_address[1]}", flaky
+    finally:
+        flaky.release.set()
+        flaky.shutdown()
+        flaky.server_close()
+
+
+@pytest.mark.parametrize("retries, failures", [(3, 2), (3, 3), (0, 1)])
+def test_rest_retries_unavailable_through_the_session_adapter(retries, failures):
+    with flaky_rest_server(failures) as (url, flaky), \
+            serving_client.RestClient(url, "m", retries=retries, backoff=0.01, timeout=TIMEOUT) as client:
+        retry = client.session.get_adapter(client.url()).max_retries
+        assert retry.total == retries and retry.connect == retries and retry.status == retries
+        # Predictions are POSTs and idempotent: retried on 502 and 503, not on a timeout (504).
+        assert retry.is_retry("POST", 503) and retry.is_retry("POST", 502) and not retry.is_retry("POST", 504)
+        if failures <= retries:
+            assert client.status()[0]["state"] == "AVAILABLE"
+        else:
+            with pytest.raises(serving_client.ServingClientError) as raised:
+                client.status()
+            assert raised.value.code == "UNAVAILABLE" and "\n" not in str(raised.value)
+            assert f"Cannot reach the model server at {url} (UNAVAILABLE after {retries + 1} attempts: HTTP 503: " \
+                   "still starting)" in str(raised.value)
+        assert flaky.calls == min(failures, retries) + 1
+
+
+def test_rest_retries_no_timeout():
+    """A server that takes longer than the timeout answers DEADLINE_EXCEEDED once, not once per retry."""
+    with flaky_rest_server(0, hold=True) as (url, flaky), \
+            serving_client.RestClient(url, "m", retries=3, backoff=0.01, timeout=0.5) as client:
+        with pytest.raises(serving_client.ServingClientError, match="No answer from .* within 0.5 s") as raised:
+            client.status()
+        assert raised.value.code == "DEADLINE_EXCEEDED" and flaky.calls == 1
+
+
+def test_rest_client_mounts_its_retries_only_for_its_server():
+    session = requests.Session()
+    with serving_client.RestClient("127.0.0.1:1", "m", retries=2, session=session) as client:
+        assert session.get_adapter(client.url()).max_retries.total == 2
+        assert session.get_adapter("http://example.com/").max_retries.total == 0
 
 
 # --- Load test (tiny) -----------------------------------------------------------------------------

@@ -48,8 +48,11 @@ Modules: ``limits`` (request limits), ``codec`` (TensorProto <-> numpy), ``serva
 
 Usage::
 
-    python -m serving.dev_server --model_config_file serving/models.config \\
+    nst-tf-dev-server --model_config_file serving/models.config \\
         --model_base_path_prefix saved_models --port 8500 --rest_api_port 8501
+
+(``python -m nst_tf_serving.dev_server``, or ``python -m serving.dev_server`` from the
+repository root, is the same.)
 
 Sources: tensorflow/serving ``model_servers/`` (``http_rest_api_handler.cc``,
 ``http_server.cc`` ``ToHTTPStatusCode``, ``get_model_status_impl.cc``),
@@ -59,9 +62,9 @@ Sources: tensorflow/serving ``model_servers/`` (``http_rest_api_handler.cc``,
 
 import importlib
 
-from serving.dev_server.errors import ServingError
-from serving.dev_server.limits import RequestLimits
-from serving.dev_server.main import DevModelServer, build_parser, load_config, main
+from .errors import ServingError
+from .limits import RequestLimits
+from .main import DevModelServer, build_parser, load_config, main
 
 # Name -> its module; these import TensorFlow, so they load on first use (PEP 562).
 _WITH_TENSORFLOW = {
@@ -77,5 +80,5 @@ __all__ = ["DevModelServer", "ModelManager", "RequestLimits", "Servable", "Servi
 def __getattr__(name):
     module = _WITH_TENSORFLOW.get(name)
     if module is None:
-        raise AttributeError(f"module 'serving.dev_server' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"serving.dev_server.{module}"), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

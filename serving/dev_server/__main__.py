@@ -2,6 +2,6 @@
 
 import sys
 
-from serving.dev_server import main
+from . import main
 
 sys.exit(main())

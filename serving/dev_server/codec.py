@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.dev_server.errors import ServingError
-from serving.status import Code
+from ..status import Code
+from .errors import ServingError
 
 MAX_TENSOR_BYTES = 2 ** 31
 

@@ -6,9 +6,9 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving.dev_server.errors import ServingError
-from serving.dev_server.service import get_model_metadata, get_model_status, predict
-from serving.status import Code
+from ..status import Code
+from .errors import ServingError
+from .service import get_model_metadata, get_model_status, predict
 
 logger = logging.getLogger("dev_server")
 MAX_SEND_BYTES = 2 ** 31 - 1  # TF Serving sets INT_MAX on its gRPC server.

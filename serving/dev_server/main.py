@@ -1,4 +1,5 @@
-"""``python -m serving.dev_server``: flags, the model config, and the gRPC and REST servers together.
+"""``nst-tf-dev-server`` (``python -m serving.dev_server``): flags, the model config, and the gRPC and REST
+servers together.
 
 The flags are parsed before TensorFlow is imported, so ``--help`` and a bad flag answer at
 once; TensorFlow then loads without its start-up lines (:func:`nst_tf.cli.import_tensorflow`;
@@ -15,8 +16,9 @@ import threading
 
 from google.protobuf import text_format
 
-from nst_tf.cli import import_tensorflow
-from serving.dev_server.limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
+from nst_tf.cli import import_tensorflow, program_name
+
+from .limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
 
 logger = logging.getLogger("dev_server")
 
@@ -37,8 +39,8 @@ class DevModelServer:
 
     def __init__(self, manager, port=8500, rest_api_port=None, host="127.0.0.1", grpc_threads=16,
                  rest_timeout=DEFAULT_TIMEOUT_SECONDS):
-        from serving.dev_server.grpc_api import make_grpc_server
-        from serving.dev_server.rest_api import make_rest_server
+        from .grpc_api import make_grpc_server
+        from .rest_api import make_rest_server
 
         self.manager = manager
         self.host = host
@@ -94,7 +96,7 @@ def _positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m serving.dev_server",
+        prog=program_name(__package__),
         description="Development stand-in for tensorflow_model_server (TF Serving's gRPC Predict, "
         "GetModelMetadata, GetModelStatus and REST API). For development and tests; production runs TF Serving.")
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (%(default)s; 0 picks a free one)")
@@ -157,12 +159,13 @@ def _base_path_prefix(args, config):
 
 
 def main(argv=None):
-    """``python -m serving.dev_server``: serve until SIGTERM or Ctrl-C; returns the exit status."""
+    """``nst-tf-dev-server`` (``python -m serving.dev_server``): serve until SIGTERM or Ctrl-C; returns the exit
+    status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     import_tensorflow(args.verbose)
-    from serving.dev_server.manager import ModelManager
+    from .manager import ModelManager
 
     try:
         config = load_config(args)

@@ -15,9 +15,9 @@ import re
 import threading
 import time
 
-from serving.dev_server.errors import ServingError
-from serving.dev_server.servable import Servable
-from serving.status import Code, ModelVersionStatus
+from ..status import Code, ModelVersionStatus
+from .errors import ServingError
+from .servable import Servable
 
 logger = logging.getLogger("dev_server")
 

@@ -19,11 +19,11 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from serving.dev_server.errors import ServingError
-from serving.dev_server.limits import DEFAULT_TIMEOUT_SECONDS
-from serving.dev_server.servable import DEFAULT_SIGNATURE
-from serving.dev_server.service import get_model_metadata, get_model_status
-from serving.status import HTTP_STATUS, Code
+from ..status import HTTP_STATUS, Code
+from .errors import ServingError
+from .limits import DEFAULT_TIMEOUT_SECONDS
+from .servable import DEFAULT_SIGNATURE
+from .service import get_model_metadata, get_model_status
 
 logger = logging.getLogger("dev_server")
 _MAX_VERSION = 2 ** 63 - 1  # ModelSpec.version is an int64.

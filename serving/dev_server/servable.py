@@ -7,9 +7,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.dev_server.codec import check_image_shape, shape_compatible, shape_text, tensor_proto_to_array
-from serving.dev_server.errors import ServingError, clean_tf_message
-from serving.status import Code, code_of_value
+from ..status import Code, code_of_value
+from .codec import check_image_shape, shape_compatible, shape_text, tensor_proto_to_array
+from .errors import ServingError, clean_tf_message
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")

@@ -2,10 +2,10 @@
 
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from serving.dev_server.codec import array_to_tensor_proto, tensor_proto_to_array
-from serving.dev_server.errors import ServingError
-from serving.dev_server.servable import DEFAULT_SIGNATURE
-from serving.status import Code
+from ..status import Code
+from .codec import array_to_tensor_proto, tensor_proto_to_array
+from .errors import ServingError
+from .servable import DEFAULT_SIGNATURE
 
 
 def predict(manager, request):
