@@ -337,6 +337,11 @@ class GrpcClient(_Client):
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise self._error("DEADLINE_EXCEEDED", "", timeout) from None
+            if "Failed parsing HTTP/2" in (error.details() or ""):
+                raise ServingClientError(
+                    f"The server at {self.server} does not speak gRPC (it answered in HTTP/1): that looks like a "
+                    f"REST port (TF Serving's --rest_api_port, 8501 by default). Point --server at the gRPC port "
+                    f"(--port, 8500), or add --rest.", "UNAVAILABLE") from None
             raise self._error(error.code().name, error.details()) from None
 
     def status(self):
@@ -444,6 +449,11 @@ class RestClient(_Client):
         except requests.Timeout:
             raise self._error("DEADLINE_EXCEEDED", "", timeout) from None
         except requests.ConnectionError as error:
+            if _answered_http2(error):
+                raise ServingClientError(
+                    f"The server at {self.server} answered in HTTP/2: that is a gRPC port (TF Serving's --port, 8500 "
+                    f"by default), not the REST port (--rest_api_port, 8501). Point --server at the REST port, "
+                    f"or drop --rest to use gRPC.", "UNAVAILABLE") from None
             raise self._error("UNAVAILABLE", error) from None
         if response.status_code == 200:
             try:
@@ -531,12 +541,20 @@ def grpc_retry_options(retries, backoff, max_message_bytes=DEFAULT_MAX_MESSAGE_B
                       ("grpc.per_rpc_retry_buffer_size", int(max_message_bytes))]
 
 
+def _answered_http2(error):
+    """Whether an HTTP/1.1 request got an HTTP/2 frame back: a gRPC port, not a REST one."""
+    # A gRPC server opens with a SETTINGS frame (length 0x0000.., type 4), which http.client reads
+    # as a status line of NUL bytes.
+    return "BadStatusLine" in repr(error) and "\\x00\\x00" in repr(error)
+
+
 class _RetryUnlessTimedOut(urllib3.util.Retry):
-    """urllib3's Retry, except that a read timeout is raised at once: the server is there but
-    slow, and retrying would multiply the timeout (gRPC retries no deadline either)."""
+    """urllib3's Retry, except that a read timeout or an HTTP/2 answer is raised at once: the
+    server is there but slow, and retrying would multiply the timeout (gRPC retries no deadline
+    either); or it speaks gRPC, and asking again cannot change that."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError) or _answered_http2(error):
             raise error
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
