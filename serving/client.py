@@ -24,8 +24,8 @@ Command line (``nst-tf-client --help``; the same as ``python -m nst_tf_serving.c
     nst-tf-client --model styles --style-name candy:0.7,udnie:0.3 photo.jpg out.png
 
 tensorflow-serving-api's protos import TensorFlow, so the gRPC client imports it on first
-use; ``--help`` and the REST client's ``--status`` and ``--metadata`` never load it, and the
-command line loads it without TensorFlow's start-up lines (:func:`nst_tf.cli.import_tensorflow`,
+use; ``--help``, ``--status`` (:mod:`.status_messages`) and the REST client's ``--metadata``
+never load it, and the command line loads it without TensorFlow's start-up lines (:func:`nst_tf.cli.import_tensorflow`,
 shown with ``--verbose``).
 
 Sources: TF Serving gRPC API (``tensorflow_serving/apis/prediction_service.proto``,
@@ -37,6 +37,7 @@ tensorflow/serving ``example/`` clients; gRPC retries: gRFC A6 (``grpc/proposal`
 
 import argparse
 import base64
+import functools
 import io
 import json
 import os
@@ -64,6 +65,7 @@ from nst_tf.signatures import (
 )
 
 from . import status as status_table
+from . import status_messages
 
 DEFAULT_GRPC_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "http://localhost:8501"
@@ -76,12 +78,6 @@ REST_RETRY_STATUSES = (502, 503)
 """HTTP statuses a REST call retries: 503 is TF Serving's UNAVAILABLE, 502 a proxy that cannot reach it.
 504 (TF Serving's DEADLINE_EXCEEDED, or a proxy's timeout) is not retried, as gRPC retries no
 deadline: a retry would multiply the timeout."""
-
-
-def _enum_name(message, field):
-    value = getattr(message, field)
-    item = message.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number.get(value)
-    return item.name if item else str(value)
 
 
 class ServingClientError(NstError):
@@ -301,15 +297,22 @@ class GrpcClient(_Client):
 
     def __init__(self, server=DEFAULT_GRPC_SERVER, model="default", version=None, label=None, timeout=60.0,
                  retries=3, backoff=0.5, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
         super().__init__(server, model, version, label, timeout, retries, backoff)
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes),
                    *grpc_retry_options(self.retries, self.backoff, max_message_bytes)]
         self.channel = grpc.insecure_channel(server, options=options)
-        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        # GetModelStatus through messages of its own: a status check never waits for TensorFlow.
+        self._get_model_status = self.channel.unary_unary(
+            status_messages.GET_MODEL_STATUS, request_serializer=status_messages.GetModelStatusRequest.SerializeToString,
+            response_deserializer=status_messages.GetModelStatusResponse.FromString)
+
+    @functools.cached_property
+    def prediction(self):
+        """``PredictionService`` stub of tensorflow-serving-api (imports TensorFlow on first use)."""
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
 
     def close(self):
         self.channel.close()
@@ -352,13 +355,12 @@ class GrpcClient(_Client):
         return self._status(seconds, wait_for_ready=True)
 
     def _status(self, timeout, wait_for_ready=None):
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = status_messages.GetModelStatusRequest()
         self.model_spec(request.model_spec)
-        response = self._call(self.models.GetModelStatus, request, timeout, wait_for_ready)
+        response = self._call(self._get_model_status, request, timeout, wait_for_ready)
         return [{"version": s.version, "state": status_table.state_name(s.state),
-                 "error_code": _enum_name(s.status, "error_code"), "error_message": s.status.error_message}
+                 "error_code": status_table.code_of_value(s.status.error_code).name,
+                 "error_message": s.status.error_message}
                 for s in response.model_version_status]
 
     def metadata(self):
@@ -703,8 +705,9 @@ def run(args):
         for path in inputs:  # Fail on a missing file before sending anything.
             if not pathlib.Path(path).is_file():
                 raise images.ImageError(f"Image file not found. Received: path='{path}'")
-    # gRPC's protos, the style selection and the PNG encoder import TensorFlow; a REST report needs none.
-    tf = None if args.rest and report else import_tensorflow(args.verbose)
+    # tensorflow-serving-api's protos, the style selection and the PNG encoder import TensorFlow; a status
+    # check needs none of them, nor does a REST report.
+    tf = None if report and (args.rest or not args.metadata) else import_tensorflow(args.verbose)
     with make_client(args.server, args.model, args.rest, version=args.version, label=args.label,
                      timeout=args.timeout, retries=args.retries) as client:
         if args.wait:

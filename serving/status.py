@@ -51,7 +51,10 @@ def code_of_value(value):
     return _CODE_OF_VALUE.get(value, Code.UNKNOWN)
 
 
+STATE_NAMES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
+"""``ModelVersionStatus.State`` numbers and names, without importing the proto (and TensorFlow)."""
+
+
 def state_name(value):
     """The name of a ``ModelVersionStatus.State`` value (``30 -> "AVAILABLE"``), or the number as text."""
-    state = __getattr__("State")
-    return state.Name(value) if value in state.values() else str(value)
+    return STATE_NAMES.get(value, str(value))

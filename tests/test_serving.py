@@ -366,7 +366,8 @@ def test_grpc_bad_predict_requests(server, case):
         server.predictions.Predict(predict_request(**fields), timeout=TIMEOUT)
     assert raised.value.code() == code, raised.value.details()
     if fields.get("model") == "no_such_model":
-        assert raised.value.details() == "Servable not found for request: Latest(no_such_model)"
+        # TF Serving's words; the development server adds the models it serves.
+        assert raised.value.details().startswith("Servable not found for request: Latest(no_such_model)")
     good_predict(server)
 
 
@@ -584,13 +585,13 @@ print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
 
 
 def test_help_and_rest_status_answer_without_tensorflow():
-    """--help of every serving command and the REST client's reports load no TensorFlow; gRPC's
-    protos need it (tensorflow-serving-api imports it), and it loads without its start-up lines."""
+    """--help of every serving command, the REST client's reports and a gRPC status check load no
+    TensorFlow (GetModelStatus has messages of its own: serving.status_messages)."""
     rest, grpc_address = f"http://127.0.0.1:{testing.free_port()}", f"127.0.0.1:{testing.free_port()}"
     run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, rest, grpc_address], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=_user_env())
     lines = [line for line in run.stderr.splitlines() if line]
-    expected = ["exit 0"] * 4 + ["exit 2"] * 2 + ["tensorflow imported: False", "exit 2", "tensorflow imported: True"]
+    expected = ["exit 0"] * 4 + ["exit 2"] * 2 + ["tensorflow imported: False", "exit 2", "tensorflow imported: False"]
     assert [line for line in lines if line.startswith(("exit", "tensorflow"))] == expected, run.stderr
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 3 and all("Cannot reach the model server" in line for line in errors), run.stderr
@@ -1145,3 +1146,59 @@ def test_client_command_line_blends(server, networks, tmp_path, capsys):
                                 str(tmp_path / "o2.png")])
     err = capsys.readouterr().err
     assert code == 2 and "choose one (a, b, photo)" in err and not (tmp_path / "o2.png").exists()
+
+
+def test_the_development_server_names_its_models_for_an_unknown_one(tmp_path):
+    from tensorflow_serving.apis import model_pb2
+
+    from serving.dev_server import ServingError
+
+    manager = _manager(tmp_path / "m")
+    for call in (manager.status, manager.servable):
+        with pytest.raises(ServingError, match="this server serves: m$"):
+            call(model_pb2.ModelSpec(name="styels"))
+    with pytest.raises(ServingError) as known:  # A known model without versions: TF Serving's message alone.
+        manager.status(model_pb2.ModelSpec(name="m"))
+    assert "serves" not in str(known.value)
+
+
+def test_the_status_messages_match_tensorflow_serving_api_field_for_field():
+    from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+
+    from serving import status, status_messages
+
+    def fields(descriptor):
+        return {f.name: (f.number, f.is_repeated, f.containing_oneof and f.containing_oneof.name,
+                         f.message_type.name if f.message_type else None) for f in descriptor.fields}
+
+    def shape(ours, theirs):  # Same names, numbers, labels, oneofs and message types; enums travel as int32.
+        assert fields(ours) == fields(theirs), ours.name
+
+    for ours, theirs in [(status_messages.ModelSpec, model_pb2.ModelSpec),
+                         (status_messages.GetModelStatusRequest, get_model_status_pb2.GetModelStatusRequest),
+                         (status_messages.GetModelStatusResponse, get_model_status_pb2.GetModelStatusResponse)]:
+        shape(ours.DESCRIPTOR, theirs.DESCRIPTOR)
+    version = status_messages.GetModelStatusResponse.DESCRIPTOR.fields_by_name["model_version_status"].message_type
+    shape(version, get_model_status_pb2.ModelVersionStatus.DESCRIPTOR)
+    shape(version.fields_by_name["status"].message_type,
+          get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"].message_type)
+    assert status.STATE_NAMES == dict(map(reversed, get_model_status_pb2.ModelVersionStatus.State.items()))
+    # And the bytes agree both ways.
+    response = get_model_status_pb2.GetModelStatusResponse()
+    response.model_version_status.add(version=3, state=30).status.error_message = "ok"
+    assert status_messages.GetModelStatusResponse.FromString(response.SerializeToString()).model_version_status[
+        0].state == 30
+    request = status_messages.GetModelStatusRequest()
+    request.model_spec.name, request.model_spec.version.value = "m", 7
+    assert get_model_status_pb2.GetModelStatusRequest.FromString(request.SerializeToString()).model_spec == \
+        model_pb2.ModelSpec(name="m", version={"value": 7})
+
+
+def test_a_grpc_status_check_imports_no_tensorflow(server):
+    script = ("import sys; from serving import client; "
+              f"code = client.main(['--server', {server.grpc_address!r}, '--model', {CONTRACT_MODEL!r}, '--status']); "
+              "assert code == 0, code; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving', 'keras')))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "version 1: AVAILABLE" in result.stdout and result.stdout.strip().endswith("[]"), result.stdout

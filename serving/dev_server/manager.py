@@ -242,7 +242,7 @@ class ModelManager:
             state = states.get(version)
             if state is not None and state.state == AVAILABLE:
                 return state.servable
-        raise ServingError(Code.NOT_FOUND, f"Servable not found for request: {request}")
+        raise ServingError(Code.NOT_FOUND, f"Servable not found for request: {request}{self._served(spec)}")
 
     def status(self, spec):
         """``[(version, state, code, message)]`` as GetModelStatus reports it.
@@ -259,6 +259,12 @@ class ModelManager:
                 raise ServingError(Code.NOT_FOUND, f"Could not find version {version} of model {spec.name}")
             states = {version: states[version]}
         if not states:
-            raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {spec.name}")
+            raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {spec.name}{self._served(spec)}")
         return [(v, s.state, s.code, s.message) for v, s in sorted(states.items())]
+
+    def _served(self, spec):
+        """For an unknown model name: the names this server has (TF Serving's own message has none)."""
+        if spec.name in self.models:
+            return ""
+        return f"; this server serves: {', '.join(sorted(self.models)) or 'no models'}"
 
