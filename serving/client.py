@@ -35,7 +35,6 @@ tensorflow/serving ``example/`` clients; gRPC retries: gRFC A6 (``grpc/proposal`
 ``util.retry.Retry``.
 """
 
-import argparse
 import base64
 import functools
 import io
@@ -51,7 +50,7 @@ import requests
 import urllib3
 
 from nst_tf import files, images
-from nst_tf.cli import add_verbose_argument, import_tensorflow, parse_style_selection, program_name
+from nst_tf.cli import add_verbose_argument, ArgumentParser, import_tensorflow, parse_style_selection, program_name
 from nst_tf.errors import NstError
 from nst_tf.signatures import (
     INPUT_STYLE,
@@ -641,7 +640,7 @@ def _output_paths(inputs, output, output_format):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=program_name(f"{__package__}.client"),
         description="Stylize images with a fast style network served by TensorFlow Serving (or nst-tf-dev-server).",
         epilog="Exit status: 0 done, 2 bad input, unreachable server, unknown model or rejected request.")
@@ -690,6 +689,9 @@ def run(args):
     if not report:  # Flags and files first: a mistake answers before TensorFlow loads or the server is asked.
         if args.raw and args.max_size is not None:
             raise ServingClientError("--max-size needs decoded images; it cannot be combined with --raw.",
+                                     "INVALID_ARGUMENT")
+        if args.max_size is not None and args.max_size < 1:
+            raise ServingClientError(f"--max-size must be a number of pixels >= 1. Received: max_size={args.max_size}",
                                      "INVALID_ARGUMENT")
         if len(args.paths) < 2:
             raise ServingClientError("Give one or more input images and then an output file or folder, or --status. "

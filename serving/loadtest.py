@@ -12,7 +12,6 @@ Command line (starts a development server on loopback unless ``--server`` is giv
     nst-tf-loadtest --model styles --requests 2000 --image-size 256   # = python -m serving.loadtest
 """
 
-import argparse
 import json
 import pathlib
 import statistics
@@ -24,7 +23,7 @@ from concurrent import futures
 
 import numpy as np
 
-from nst_tf.cli import add_verbose_argument, import_tensorflow, program_name
+from nst_tf.cli import add_verbose_argument, ArgumentParser, import_tensorflow, program_name
 
 
 def _percentile(values, q):
@@ -203,7 +202,7 @@ def measure_model(model, saved_models="saved_models", server=None, requests=2000
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=program_name(f"{__package__}.loadtest"),
+    parser = ArgumentParser(prog=program_name(f"{__package__}.loadtest"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model name, e.g. styles")
     parser.add_argument("--saved-models", default="saved_models", help="model base paths (%(default)s)")

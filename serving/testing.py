@@ -20,7 +20,6 @@ seeded, exported with ``max_image_size=CONTRACT_MAX_IMAGE_SIZE``):
   :data:`CONTRACT_STYLES` (random normalization parameters, so the styles differ).
 """
 
-import argparse
 import os
 import pathlib
 import signal
@@ -29,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from nst_tf.cli import add_verbose_argument, import_tensorflow, program_name
+from nst_tf.cli import add_verbose_argument, ArgumentParser, import_tensorflow, program_name
 
 # The folder this package is imported from (the repository root, or site-packages when installed):
 # a development server subprocess imports the same package from there.
@@ -251,7 +250,7 @@ def start_dev_server(config_file, log_path, base_path_prefix=None, models=(), ti
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=program_name(f"{__package__}.testing"),
+    parser = ArgumentParser(prog=program_name(f"{__package__}.testing"),
                                      description="Write the serving contract-test models and models.config.")
     parser.add_argument("directory", help="folder to fill (mount it at --container-root for TF Serving)")
     parser.add_argument("--container-root", default="/models",

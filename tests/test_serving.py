@@ -576,6 +576,10 @@ def run(module, *argv):
 rest = ["--rest", "--server", rest_url, "--retries", "0", "--model", "m"]
 for module in ("serving.client", "serving.dev_server", "serving.loadtest", "serving.testing"):
     run(module, "--help")
+for module, flag in (("serving.client", "--modle"), ("serving.dev_server", "--model_nme"),
+                     ("serving.loadtest", "--requets"), ("serving.testing", "--verbse")):
+    run(module, flag, "x")
+run("serving.client", "--model", "m", "--max-size", "-5", "in.png", "out.png")
 run("serving.client", *rest, "--status")
 run("serving.client", *rest, "--metadata")
 print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
@@ -585,17 +589,22 @@ print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
 
 
 def test_help_and_rest_status_answer_without_tensorflow():
-    """--help of every serving command, the REST client's reports and a gRPC status check load no
-    TensorFlow (GetModelStatus has messages of its own: serving.status_messages)."""
+    """--help of every serving command, its answer to a mistyped flag or a bad value, the REST
+    client's reports and a gRPC status check load no TensorFlow (GetModelStatus has messages of
+    its own: serving.status_messages)."""
     rest, grpc_address = f"http://127.0.0.1:{testing.free_port()}", f"127.0.0.1:{testing.free_port()}"
     run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, rest, grpc_address], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=_user_env())
     lines = [line for line in run.stderr.splitlines() if line]
-    expected = ["exit 0"] * 4 + ["exit 2"] * 2 + ["tensorflow imported: False", "exit 2", "tensorflow imported: False"]
+    expected = ["exit 0"] * 4 + ["exit 2"] * 7 + ["tensorflow imported: False", "exit 2", "tensorflow imported: False"]
     assert [line for line in lines if line.startswith(("exit", "tensorflow"))] == expected, run.stderr
-    errors = [line for line in lines if line.startswith("error: ")]
+    hints = [line for line in lines if "error: unrecognized arguments" in line]
+    assert len(hints) == 4 and all(f"did you mean {right}?" in line for line, right in zip(
+        hints, ("--model", "--model_name", "--requests", "--verbose"))), run.stderr
+    assert any("--max-size must be a number of pixels >= 1. Received: max_size=-5" in line for line in lines)
+    errors = [line for line in lines if line.startswith("error: ") and "max-size" not in line]
     assert len(errors) == 3 and all("Cannot reach the model server" in line for line in errors), run.stderr
-    assert len(lines) == 12 and not any(word in run.stderr for word in START_UP_NOISE), run.stderr
+    assert len(lines) == 22 and not any(word in run.stderr for word in START_UP_NOISE), run.stderr
     assert all(name in run.stdout for name in ("serving.client", "serving.dev_server", "serving.loadtest",
                                                "serving.testing")), run.stdout
 

@@ -16,7 +16,7 @@ import threading
 
 from google.protobuf import text_format
 
-from nst_tf.cli import import_tensorflow, program_name
+from nst_tf.cli import ArgumentParser, import_tensorflow, program_name
 
 from .limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
 
@@ -95,7 +95,7 @@ def _positive_int(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=program_name(__package__),
         description="Development stand-in for tensorflow_model_server (TF Serving's gRPC Predict, "
         "GetModelMetadata, GetModelStatus and REST API). For development and tests; production runs TF Serving.")
