@@ -15,7 +15,9 @@ command line does to check flags, does not import TensorFlow. Keras is imported 
 the functions that build or run a network.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Callable, Tuple
 
@@ -87,7 +89,8 @@ def _build_keras_vgg(constructor, weights, pooling, dtype):
     import keras
 
     try:
-        application = constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
+        with contextlib.redirect_stdout(io.StringIO()):  # Its "Downloading data from <url>" line; see below.
+            application = constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
     except WeightsError:
         raise
     except Exception as error:  # noqa: BLE001 - Keras raises bare Exception on fetch failure.
@@ -173,9 +176,19 @@ def _keras_cache_file(fname, origin, md5, label):
     import keras
 
     try:
-        return keras.utils.get_file(fname, origin, file_hash=md5, cache_subdir="models")
+        # get_file prints "Downloading data from <url>" before it tries; offline, that line would
+        # precede the one-line error.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return keras.utils.get_file(fname, origin, file_hash=md5, cache_subdir="models")
     except Exception as error:  # noqa: BLE001 - get_file raises bare Exception offline.
         raise _weights_error(label, "imagenet", error, fname) from None
+
+
+def _cause(error, limit=160):
+    """The innermost reason of a download error (``[Errno -2] Name or service not known``),
+    without the URL, shortened at a word boundary."""
+    text = " ".join(str(error).split()).rsplit(" -- ", 1)[-1]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _weights_error(label, weights, error, fname=None):
@@ -183,7 +196,7 @@ def _weights_error(label, weights, error, fname=None):
         cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
         return WeightsError(
             f"{label} ImageNet weights are not in the Keras cache, and downloading them failed "
-            f"(no network access? {type(error).__name__}: {' '.join(str(error).split())[:160]}). Put {fname} in {cache}/ (or set KERAS_HOME), "
+            f"(no network access? {_cause(error)}). Put {fname} in {cache}/ (or set KERAS_HOME), "
             f"pass a weights file path, or use --backbone squeezenet1_1 with its weights file "
             f"{SQUEEZENET_WEIGHTS_FILE}. Received: weights='imagenet'."
         )
