@@ -12,8 +12,8 @@ because it is faster:
   run image by image (``tf.map_fn``), so a batch gives exactly its images' pixels.
 * **No conv bias before instance normalization**: subtracting the mean removes it
   exactly; with given statistics the bias is folded into the mean, ``mean - bias``.
-* **Reflection pads as slices and concatenations** (:func:`pad_spatial`): 1.2-1.8x
-  faster than TensorFlow's ``MirrorPad`` kernel here.
+* **Reflection pads as slices and concatenations** (:func:`pad_spatial`), faster than
+  TensorFlow's ``MirrorPad`` kernel on these CPUs (BENCHMARKS.md, ``fast-inference``).
 * **Sub-pixel upsampling convolutions** (:func:`phase_kernel`).  A 3x3 convolution of
   the reflection-padded 2x nearest-neighbour upsampling of ``x`` equals, at each of
   the four output phases ``(a, b)``, a 2x2 convolution of ``x`` edge-padded by one
@@ -164,8 +164,8 @@ def pad_spatial(x, pad, mode="REFLECT"):
     """``tf.pad`` of height and width by `pad` pixels, as slices and two concatenations.
 
     Equals ``tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode)`` bit for bit
-    (tested); measured 1.2-1.8x faster than TensorFlow's ``MirrorPad`` kernel on these
-    CPUs (bfloat16 most), and ``pad`` is small here (1 or 4).
+    (tested), and faster than TensorFlow's ``MirrorPad`` kernel on these CPUs (bfloat16
+    most; BENCHMARKS.md); ``pad`` is small here (1 or 4).
 
     Args:
         x: tensor ``[B, H, W, C]``.

@@ -126,7 +126,7 @@ def stylize_image(model, image, precision=None, style=None):
 
     A :class:`TransformerNet` runs through its cached compiled inference graph
     (:func:`nst_tf.inference.inference_graph`): the same result as ``model(image)``
-    up to float rounding, about 1.5x faster in float32.  The graph is traced once per
+    up to float rounding, and faster (BENCHMARKS.md, ``fast-inference``).  The graph is traced once per
     model and precision; the first call (and the first at a new image shape) also
     pays for TensorFlow's graph optimization and oneDNN set-up, about 1-2 s.
 
@@ -136,7 +136,7 @@ def stylize_image(model, image, precision=None, style=None):
         image: array-like ``[B, H, W, 3]`` or ``[H, W, 3]``, RGB in [0, 255].
         precision: None (the model's compute dtype), ``"float32"`` or ``"bfloat16"``
             (convolutions in bfloat16, normalization statistics and output float32;
-            about 2x faster on CPUs with AVX512_BF16, pixels within a few levels).
+            faster on CPUs with AVX512_BF16, pixels within a few levels).
         style: multi-style networks only: float ``[N]`` or ``[B, N]`` blend weights
             (:meth:`TransformerNet.style_weights`) or int ``[B]`` style indices.
 
