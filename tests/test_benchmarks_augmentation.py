@@ -45,8 +45,12 @@ def test_retrieval_scores_by_hand():
 def test_throughput_suite_runs_on_tiny_settings(network):
     result = augmentation.run_throughput_suite(network, size=16, batch_size=2, batches=1, warmup=0, repeats=1)
     rows = result.tables["throughput"].rows
-    assert len(rows) == 8 and all(row["images_per_s"] > 0 for row in rows)
-    assert rows[0]["ratio"] == 1.0 and rows[4]["ratio"] == 1.0
+    assert len(rows) == 8 and rows[0]["ratio"] == 1.0 and rows[4]["ratio"] == 1.0
+    for row in rows:  # The columns are one measurement: 2 images per repeat.
+        assert row["images_per_s"] == pytest.approx(2 / row["median_s"])
+        assert row["ms_per_image"] == pytest.approx(1000 * row["median_s"] / 2)
+        base = rows[4] if row["path"].startswith("tf.data") else rows[0]
+        assert row["ratio"] == pytest.approx(row["median_s"] / base["median_s"])
     assert "Goal: StyleAugmentation in tf.data within 1.3x" in result.to_markdown()
 
 
