@@ -1,5 +1,6 @@
 """scripts/stylize.py end to end: bad input, Ctrl-C, and a real stylization with SqueezeNet."""
 
+import json
 import os
 import re
 import signal
@@ -657,3 +658,44 @@ def test_native_logs_are_hidden_unless_the_block_fails_or_verbose(capfd, monkeyp
     with cli.native_logs_hidden(verbose=True):
         os.write(2, b"I0000 shown\n")
     assert capfd.readouterr().err == "I0000 shown\n"
+
+
+# ---------------------------------------------------------------- configure_stylize_process
+
+STYLIZE_PROCESS_PROBE = """
+import json, os
+from nst_tf import cli
+{call}
+import tensorflow as tf
+print(json.dumps({{"frozen": os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"),
+                  "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}))
+"""
+
+
+def _stylize_process(call, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS",
+                                                               "TF_NUM_INTEROP_THREADS")}
+    result = subprocess.run([sys.executable, "-c", STYLIZE_PROCESS_PROBE.format(call=call)], capture_output=True,
+                            text=True, env=dict(environ, **env), timeout=120, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # A fresh Python process that imports TensorFlow.
+def test_stylize_process_freezes_weights_and_runs_one_op_at_a_time():
+    assert _stylize_process("cli.configure_stylize_process()") == {"frozen": "1", "inter_op": 1}
+
+
+@pytest.mark.slow  # A fresh Python process that imports TensorFlow.
+def test_squeezenet_keeps_concurrent_ops():
+    assert _stylize_process("cli.configure_stylize_process(one_op_at_a_time=False)") == {"frozen": "1", "inter_op": 0}
+
+
+@pytest.mark.slow  # A fresh Python process that imports TensorFlow.
+def test_library_processes_keep_tensorflow_defaults():
+    assert _stylize_process("") == {"frozen": None, "inter_op": 0}
+
+
+@pytest.mark.slow  # A fresh Python process that imports TensorFlow.
+def test_a_users_own_settings_are_kept():
+    assert _stylize_process("cli.configure_stylize_process()", TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="0",
+                  TF_NUM_INTEROP_THREADS="2") == {"frozen": "0", "inter_op": 0}

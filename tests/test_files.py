@@ -1,15 +1,13 @@
-"""Tests of nst_tf.files (atomic writes, outputs that spare inputs, run-bound backups) and nst_tf.interrupts."""
+"""Tests of nst_tf.files: atomic writes, outputs that spare inputs, run-bound backups."""
 
 import dataclasses
 import json
 import os
-import signal
 
 import pytest
 
 from nst_tf import files
 from nst_tf.errors import ConfigError
-from nst_tf.interrupts import EXIT_TERMINATED, terminate_as_interrupt
 
 
 @pytest.fixture
@@ -103,32 +101,6 @@ def test_a_backup_folder_holding_the_runs_files_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="deleted when the run completes.*photos"):
         files.check_backup_folder(tmp_path, {"steps": 1}, keep=[tmp_path / "photos", None])
     assert not (tmp_path / files.RUN_SETTINGS_FILE).exists()
-
-
-def test_sigterm_raises_keyboard_interrupt_once_and_restores_the_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt() as received:
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(10 ** 6):  # The handler runs between bytecodes, at the latest here.
-            pass
-    assert received.signal == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) == before
-    assert EXIT_TERMINATED == 143
-
-
-def test_a_second_sigterm_does_not_interrupt_the_saving_the_first_started():
-    saved = False
-    with terminate_as_interrupt():
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(10 ** 6):
-                pass
-        except KeyboardInterrupt:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(10 ** 6):
-                pass
-            saved = True
-    assert saved
 
 
 def test_existing_numbered_outputs_lists_the_intermediates_a_run_would_replace(tmp_path):
