@@ -533,6 +533,9 @@ def run_fast_stylize(args):
                           f"Received: precision={precision}")
     for path in inputs:
         images.check_image_file(path)
+    names = _keras_style_names(args.model)
+    if names is not False:  # A .keras file names its styles: a wrong --style-name answers before TensorFlow.
+        _style_selection(names, args.style_name, args.style_strength)
     _start_tensorflow(args)
 
     import numpy as np
@@ -546,7 +549,7 @@ def run_fast_stylize(args):
     if precision is not None and not isinstance(model, transformer.TransformerNet):
         raise ConfigError(f"--precision needs the .keras file of the network; a SavedModel runs in the precision "
                           f"it was exported with. Received: model='{args.model}', precision={precision}")
-    style = _style_selection(model, args.style_name, args.style_strength)
+    style = _style_selection(getattr(model, "style_names", None), args.style_name, args.style_strength)
     size = getattr(args, "image_size", None)
     photos = [images.load_image(p, max_size=size, min_size=transformer.MIN_INPUT_SIZE) for p in inputs]
     start = time.perf_counter()
@@ -598,11 +601,26 @@ def parse_style_selection(text):
     return selection
 
 
-def _style_selection(model, style_name, strength):
-    """The blend weights `model` needs for ``--style-name`` and ``--style-strength`` (None: single style)."""
+def _keras_style_names(path):
+    """The style names in a ``.keras`` file's config (None: a single-style network), read from the
+    archive without TensorFlow; False when `path` is not a readable ``.keras`` file (a SavedModel)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return config["config"].get("style_names")
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile):
+        return False
+
+
+def _style_selection(names, style_name, strength):
+    """The blend weights over the styles `names` for ``--style-name`` and ``--style-strength``
+    (None: a single-style network, `names` None)."""
+    from nst_tf.config import style_selection_weights
     from nst_tf.errors import ConfigError
 
-    names = getattr(model, "style_names", None)
     if names is None:
         if style_name is not None or strength != 1.0:
             raise ConfigError(f"This network has a single style: --style-name and --style-strength need a "
@@ -611,7 +629,7 @@ def _style_selection(model, style_name, strength):
     if style_name is None:
         raise ConfigError(f"This network has {len(names)} styles; choose one with --style-name "
                           f"({', '.join(names)}). Received: style_name=None")
-    return model.style_weights(parse_style_selection(style_name), strength)
+    return style_selection_weights(names, parse_style_selection(style_name), strength)
 
 
 def _content_files(paths):

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nst_tf.config import PHOTO_STYLE
+from nst_tf.config import MAX_STRENGTH, PHOTO_STYLE, style_selection_weights  # noqa: F401 - re-exported
 from nst_tf.errors import ConfigError
 from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D, with_static_channels
 
@@ -39,59 +39,6 @@ def align_padding(height, width):
         total = tf.maximum(MIN_ALIGNED_SIZE, (size + SIZE_ALIGNMENT - 1) // SIZE_ALIGNMENT * SIZE_ALIGNMENT) - size
         pads.append([total // 2, total - total // 2])
     return pads
-
-
-MAX_STRENGTH = 2.0
-"""Largest style strength :meth:`TransformerNet.style_weights` accepts."""
-
-
-def style_selection_weights(names, style=None, strength=1.0):
-    """Blend weights over the styles `names` for a user's style selection.
-
-    What :meth:`TransformerNet.style_weights` computes (see it for `style`, `strength`,
-    the result and the errors), for any network with these style names: an exported
-    SavedModel too (:class:`nst_tf.stylizer.SavedModelStylizer`).
-
-    Args:
-        names: list of str, the network's style names; None for a single-style network.
-
-    Returns:
-        np.ndarray float32 ``[N]``.
-    """
-    if names is None:
-        raise ConfigError(f"This network has a single style: it takes no style selection or strength. "
-                          f"Received: style={style!r}, strength={strength!r}")
-    count = len(names)
-    if isinstance(style, str):
-        style = {style: 1.0}
-    if isinstance(style, (int, np.integer)) and not isinstance(style, bool):
-        if not 0 <= style < count:
-            raise ConfigError(f"Style index must be in [0, {count}). Received: style={style}")
-        style = {names[style]: 1.0}
-    if isinstance(style, dict):
-        unknown = [name for name in style if name not in names]
-        if unknown:
-            raise ConfigError(f"Unknown style name {unknown[0]!r}; this network has: {', '.join(names)}. "
-                              f"Received: style={style!r}")
-        style = [float(style.get(name, 0.0)) for name in names]
-    weights = np.asarray(style, np.float64).reshape(-1) if style is not None else None
-    if weights is None or weights.shape != (count,):
-        raise ConfigError(f"Style selection must be a name, an index, a {{name: weight}} dict or {count} weights. "
-                          f"Received: style={style!r}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ConfigError(f"Style weights must be finite, >= 0 and not all zero. Received: weights={weights.tolist()}")
-    weights = weights / weights.sum()
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not (
-            math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
-        raise ConfigError(f"Style strength must be a number in [0, {MAX_STRENGTH}]. Received: strength={strength!r}")
-    if strength != 1:
-        if PHOTO_STYLE not in names:
-            raise ConfigError(f"This network has no {PHOTO_STYLE!r} style to blend toward, so its strength is fixed "
-                              f"at 1. Received: strength={strength}")
-        photo = np.zeros(count)
-        photo[names.index(PHOTO_STYLE)] = 1.0
-        weights = strength * weights + (1.0 - strength) * photo
-    return weights.astype(np.float32)
 
 
 def style_matrix(style, num_styles, batch):

@@ -50,6 +50,7 @@ import requests
 import urllib3
 
 from nst_tf import files, images
+from nst_tf.config import style_selection_weights
 from nst_tf.cli import add_verbose_argument, ArgumentParser, import_tensorflow, parse_style_selection, program_name
 from nst_tf.errors import NstError
 from nst_tf.signatures import (
@@ -175,8 +176,6 @@ class _Client:
         return self._style_names
 
     def _style_weights(self, style, strength):
-        from nst_tf.transformer import style_selection_weights
-
         names = self.style_names()
         if names is None and style is None and strength == 1.0:
             return None

@@ -333,6 +333,19 @@ def test_model_bad_style_selection(multi_network, photo, tmp_path, capsys, extra
     assert code == 2 and err.count("\n") == 1 and message in err and not out.exists()
 
 
+@pytest.mark.slow
+def test_an_unknown_style_name_of_a_keras_file_answers_before_tensorflow(multi_network, photo, tmp_path):
+    script = ("import sys; from nst_tf import cli; "
+              f"code = cli.stylize_main(['--model', {str(multi_network[0])!r}, '--content', {str(photo)!r}, "
+              f"'--output', {str(tmp_path / 'o.png')!r}, '--style-name', 'candy:0.5,zebra:0.5']); "
+              "print(code, 'tensorflow' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.stdout.split() == ["2", "False"], run.stderr
+    assert run.stderr.startswith("error: Unknown style name 'zebra'; this network has: candy, udnie, photo")
+    assert run.stderr.count("\n") == 1 and not (tmp_path / "o.png").exists()
+
+
 def test_blend_on_a_single_style_network_is_refused(tiny_network, photo, tmp_path, capsys):
     out = tmp_path / "o.png"
     code, _, err = run_cli(["--model", str(tiny_network[1]), "--content", str(photo), "--output", str(out),
