@@ -30,6 +30,7 @@ from nst_tf.transformer import (
     align_padding,
     style_matrix,
     style_selection_weights,
+    with_dtype_policy,
 )
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
@@ -73,13 +74,7 @@ def load_transformer(path, dtype=None):
     if not isinstance(model, TransformerNet):
         raise WeightsError(f"Model file holds a {type(model).__name__}, not an nst_tf TransformerNet. "
                            f"{received}")
-    if dtype is not None and keras.dtype_policies.get(dtype).name != model.dtype_policy.name:
-        config = {**model.get_config(), "dtype": dtype}
-        recast = TransformerNet.from_config(config)
-        recast.build((None, None, None, 3))
-        recast.set_weights(model.get_weights())
-        model = recast
-    return model
+    return model if dtype is None else with_dtype_policy(model, dtype)
 
 
 def _as_batch(image):

@@ -10,7 +10,7 @@ from nst_tf import inference
 from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
 from nst_tf.stylizer import load_transformer, stylize_image
-from nst_tf.transformer import TransformerNet
+from nst_tf.transformer import with_dtype_policy
 
 SHIPPED = ROOT / "saved_models" / "styles" / "styles.keras"
 # float32 rounding: the graph sums in another order (phase kernels, blocked head, oneDNN's
@@ -139,9 +139,7 @@ def test_bfloat16_graph(net):
     assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 255
     difference = np.abs(out - net(x))
     assert 0 < difference.mean() < 3  # bfloat16 keeps 8 bits of mantissa; the statistics stay float32.
-    recast = TransformerNet.from_config({**net.get_config(), "dtype": "mixed_bfloat16"})
-    recast.build((None, None, None, 3))
-    recast.set_weights(net.get_weights())
+    recast = with_dtype_policy(net, "mixed_bfloat16")
     assert inference_graph(recast).compute_dtype == tf.bfloat16  # The policy's compute dtype by default.
     np.testing.assert_allclose(inference_graph(recast)(x), out, atol=0)
 
