@@ -61,7 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.errors import ConfigError, WeightsError
-from nst_tf.inference import TransformerInference
+from nst_tf.inference import TransformerInference, round_to_uint8
 from nst_tf.signatures import (
     INPUT_BYTES,
     INPUT_IMAGES,
@@ -168,11 +168,6 @@ def next_version(base_path):
     """
     versions = list_versions(base_path)
     return versions[-1] + 1 if versions else 1
-
-
-def _to_uint8(images):
-    """float [0, 255] -> uint8, rounding half to even as ``nst_tf.images.to_uint8``."""
-    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
 
 
 def _check_sides(height, width, max_image_size, what):
@@ -330,7 +325,7 @@ class StylizeModule(tf.Module):
 
     def _stylize_images(self, images):
         """uint8 ``[B, H, W, 3]`` -> ``{"stylized_images": uint8 [B, H, W, 3]}``."""
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(self._checked_images(images)))}
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(self._checked_images(images)))}
 
     @property
     def keras_model(self):
@@ -371,7 +366,8 @@ class StylizeModule(tf.Module):
     def stylize_images_by_name(self, images, style):
         """uint8 ``[B, H, W, 3]`` and string ``[B or 1]`` names -> ``{"stylized_images": uint8}``."""
         pixels = self._checked_images(images)
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, self._weights_of_names(style, tf.shape(pixels)[0])))}
+        weights = self._weights_of_names(style, tf.shape(pixels)[0])
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(pixels, weights))}
 
     def stylize_blend(self, images, style_weights):
         """uint8 ``[B, H, W, 3]`` and float32 ``[B or 1, N]`` weights -> ``{"stylized_images": uint8}``."""
@@ -383,7 +379,7 @@ class StylizeModule(tf.Module):
             name="check_style_weights")
         with tf.control_dependencies([finite]):
             weights = tf.broadcast_to(style_weights, [batch, len(self.style_names)])
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, weights))}
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(pixels, weights))}
 
     def stylize_bytes_by_name(self, image_bytes, style):
         """string ``[B]`` files and string ``[B or 1]`` names -> ``{"stylized_image_bytes": string [B]}``."""
@@ -426,7 +422,7 @@ class StylizeModule(tf.Module):
         shape = tf.shape(pixels)
         with tf.control_dependencies([_check_sides(shape[0], shape[1], self.max_image_size, "Decoded image")]):
             pixels = tf.identity(pixels)
-        stylized = _to_uint8(self._forward(pixels[None], style_weights))[0]
+        stylized = round_to_uint8(self._forward(pixels[None], style_weights))[0]
         if self.output_format == "jpeg":
             return tf.io.encode_jpeg(stylized, quality=self.jpeg_quality)
         return tf.io.encode_png(stylized)

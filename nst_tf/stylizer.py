@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from nst_tf import signatures
 from nst_tf.errors import ConfigError, ImageError, WeightsError
-from nst_tf.inference import inference_graph
+from nst_tf.inference import inference_graph, round_to_uint8
 from nst_tf.transformer import (
     MIN_ALIGNED_SIZE,
     MIN_INPUT_SIZE,
@@ -291,7 +291,7 @@ class SavedModelStylizer:
         return style_selection_weights(self.style_names, style, strength)
 
     def __call__(self, images, training=False, style=None):
-        pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+        pixels = round_to_uint8(images)
         inputs = {self._input: pixels}
         if self.style_names is not None:
             if style is None:

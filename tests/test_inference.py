@@ -221,3 +221,13 @@ def test_graph_equals_keras_call_for_an_index_and_a_blend(compute_dtype, atol):
     np.testing.assert_allclose(graph(images[:1], style=[1], statistics=statistics), one, atol=ATOL)
     with pytest.raises(ConfigError, match="pass `style`"):
         graph(images)
+
+
+def test_round_to_uint8_matches_the_host_conversion():
+    from nst_tf.images import to_uint8
+
+    values = np.array([[-5.0, 0.4, 0.5, 0.6, 1.5, 127.5, 254.6, 255.5, 300.0]], np.float32)
+    rounded = tf.function(inference.round_to_uint8)(tf.constant(values))  # In a graph, as the signatures run it.
+    assert rounded.dtype == tf.uint8 and rounded.shape == values.shape
+    np.testing.assert_array_equal(rounded, [[0, 0, 0, 1, 2, 128, 255, 255, 255]])
+    np.testing.assert_array_equal(rounded, to_uint8(values))
