@@ -60,6 +60,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from nst_tf.config import check_int
 from nst_tf.errors import ConfigError, WeightsError
 from nst_tf.inference import TransformerInference, round_to_uint8
 from nst_tf.signatures import (
@@ -112,13 +113,6 @@ class ExportResult:
     seconds: float
     signatures: tuple = ()
     style_names: tuple = ()
-
-
-def _check_int(name, value, minimum, maximum=None):
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-            or (maximum is not None and value > maximum)):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigError(f"`{name}` must be an integer of at least {minimum}{upper}. Received: {name}={value!r}")
 
 
 def check_model_name(name):
@@ -301,8 +295,8 @@ class StylizeModule(tf.Module):
 
     def __init__(self, model, max_image_size=DEFAULT_MAX_IMAGE_SIZE, output_format="png", jpeg_quality=95):
         super().__init__(name="stylize")
-        _check_int("max_image_size", max_image_size, MIN_IMAGE_SIZE)
-        _check_int("jpeg_quality", jpeg_quality, 1, 100)
+        check_int("max_image_size", max_image_size, MIN_IMAGE_SIZE)
+        check_int("jpeg_quality", jpeg_quality, 1, 100)
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
                               f"Received: output_format={output_format!r}")
@@ -554,12 +548,12 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
     base_path = pathlib.Path(base_path)
     model_name = check_model_name(base_path.name if model_name is None else model_name)
     if version is not None:
-        _check_int("version", version, 1)
+        check_int("version", version, 1)
         if (base_path / str(version)).exists():
             raise ConfigError(f"Version {version} already exists in '{base_path}'; exports never overwrite a version. "
                               f"Omit the version to take the next one ({next_version(base_path)}). "
                               f"Received: version={version}")
-    _check_int("warmup_size", warmup_size, 0)
+    check_int("warmup_size", warmup_size, 0)
     module = StylizeModule(_load(model), max_image_size, output_format, jpeg_quality)
     _check_model(module.keras_model)
     try:

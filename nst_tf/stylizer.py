@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import signatures
+from nst_tf.config import check_int
 from nst_tf.errors import ConfigError, ImageError, WeightsError
 from nst_tf.inference import inference_graph, round_to_uint8
 from nst_tf.transformer import (
@@ -200,15 +201,13 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, preci
             or `precision`.
         ImageError: wrong shape, a batch of more than one, or a side below ``MIN_INPUT_SIZE``.
     """
-    for name, value, minimum in (("tile", tile, MIN_ALIGNED_SIZE), ("overlap", overlap, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ConfigError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+    check_int("tile", tile, MIN_ALIGNED_SIZE)
+    check_int("overlap", overlap, 0)
     if tile < 2 * overlap:
         raise ConfigError(f"`tile` must be at least twice `overlap`, or the blending ramps of opposite tile "
                           f"edges would cross. Received: tile={tile}, overlap={overlap}")
     thumbnail_size = tile if thumbnail_size is None else thumbnail_size
-    if isinstance(thumbnail_size, bool) or not isinstance(thumbnail_size, (int, np.integer)) or thumbnail_size < 8:
-        raise ConfigError(f"`thumbnail_size` must be an int >= 8. Received: thumbnail_size={thumbnail_size!r}")
+    check_int("thumbnail_size", thumbnail_size, 8)
     forward = _styled(_forward(model, precision), style)
     batch = _as_batch(image)
     if batch.shape[0] != 1:
