@@ -370,9 +370,9 @@ def save_transformer(model, path):
     Returns:
         pathlib.Path of the file.
     """
-    path = pathlib.Path(path)
+    path, model = pathlib.Path(path), with_dtype_policy(model, "float32")
     with files.atomic_path(path) as temp:
-        with_dtype_policy(model, "float32").save(temp)
+        model.save(temp)
     return path
 
 
