@@ -57,7 +57,7 @@ from nst_tf.features import FeatureExtractor
 from nst_tf.inference import TransformerInference, inference_graph
 from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer
 from nst_tf.stylizer import load_transformer, stylize_image, stylize_tiled
-from nst_tf.transformer import TransformerNet
+from nst_tf.transformer import TransformerNet, with_dtype_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 """The checkout holding these benchmarks (and the shipped saved_models/)."""
@@ -191,13 +191,6 @@ def existing_models(paths=DEFAULT_MODELS):
     return found
 
 
-def _recast(model, policy):
-    clone = TransformerNet.from_config({**model.get_config(), "dtype": policy or "float32"})
-    clone.build((None, None, None, 3))
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def _single_style(paths):
     """The single-style networks among `paths` (the inference and memory suites call a network without a style)."""
     return [path for path in paths if load_transformer(path).style_names is None]
@@ -223,7 +216,7 @@ def load_inference_models(model_path="auto"):
         keras.utils.set_random_seed(0)
         model = TransformerNet()
         model.build((None, None, None, 3))
-        return {"float32": model, "bfloat16": _recast(model, "mixed_bfloat16")}, "random weights"
+        return {"float32": model, "bfloat16": with_dtype_policy(model, "mixed_bfloat16")}, "random weights"
     path = pathlib.Path(model_path)
     models = {label: load_transformer(path, dtype=policy) for label, policy in PRECISIONS.items()}
     return models, _display_path(path)

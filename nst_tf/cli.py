@@ -305,12 +305,10 @@ def add_stylize_arguments(parser):
 
 def _check_minimums(args, **minimums):
     """Raises ConfigError for the first integer flag below its minimum (``save_every=0``: >= 0)."""
-    from nst_tf.errors import ConfigError
+    from nst_tf.config import check_int
 
     for flag, minimum in minimums.items():
-        if getattr(args, flag) < minimum:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {minimum}. "
-                              f"Received: {flag}={getattr(args, flag)}")
+        check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum)
 
 
 def _config_from_args(config_class, args, preset=None):

@@ -263,8 +263,34 @@ def _require(ok, name, value, what):
         raise ConfigError(f"--{name.replace('_', '-')} must be {what}. Received: {name}={value!r}")
 
 
-def _int(value, minimum):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+def check_int(name, value, minimum, maximum=None, allow_none=False):
+    """Returns `value` when it is an integer (Python or NumPy, not a bool) in ``[minimum, maximum]``.
+
+    Args:
+        name: str. A flag (``"--batch-size"``) or a keyword argument (``"size"``), as the
+            message names it; "Received:" gives the field name (``batch_size``).
+        value: any. The value to check.
+        minimum: int. Smallest value allowed.
+        maximum: int or None. Largest value allowed; None: no upper bound.
+        allow_none: bool. Accept None too (the message then says so).
+
+    Returns:
+        `value`, unchanged.
+
+    Raises:
+        ConfigError: anything else, in one line: ``--batch-size must be an integer >= 1.
+            Received: batch_size=0``; for a keyword argument the name is in backquotes
+            (``quality`` must be an integer from 1 to 100. Received: quality=0).
+    """
+    if value is None and allow_none:
+        return value
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
+        label, field = (name, name[2:].replace("-", "_")) if name.startswith("--") else (f"`{name}`", name)
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{label} must be an integer {bounds}{' or None' if allow_none else ''}. "
+                          f"Received: {field}={value!r}")
+    return value
 
 
 def _number(value):
@@ -388,21 +414,21 @@ class TrainConfig:
                                   f"Received: style_names={list(self.style_names)}")
         _require(_number(self.width_multiplier) and self.width_multiplier > 0, "width_multiplier",
                  self.width_multiplier, "a number > 0")
-        _require(_int(self.num_residual_blocks, 0), "num_residual_blocks", self.num_residual_blocks,
-                 "an integer >= 0")
+        check_int("--num-residual-blocks", self.num_residual_blocks, 0)
         get_spec(self.loss_network)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. "
                               f"Received: strategy={self.strategy!r}")
         if self.steps is not None and self.epochs is not None:
             raise ConfigError(f"Give --steps or --epochs, not both. Received: steps={self.steps}, epochs={self.epochs}")
-        _require(self.steps is None or _int(self.steps, 1), "steps", self.steps, "an integer >= 1")
+        if self.steps is not None:
+            check_int("--steps", self.steps, 1)
         _require(self.epochs is None or (_number(self.epochs) and self.epochs > 0), "epochs", self.epochs, "> 0")
-        _require(_int(self.batch_size, 1), "batch_size", self.batch_size, "an integer >= 1")
-        _require(_int(self.image_size, 16), "image_size", self.image_size, "an integer >= 16 (pixels)")
-        _require(self.style_size is None or _int(self.style_size, 16), "style_size", self.style_size,
-                 "an integer >= 16 (pixels)")
-        _require(_int(self.save_every, 1), "save_every", self.save_every, "an integer >= 1")
+        check_int("--batch-size", self.batch_size, 1)
+        check_int("--image-size", self.image_size, 16)
+        if self.style_size is not None:
+            check_int("--style-size", self.style_size, 16)
+        check_int("--save-every", self.save_every, 1)
         _require(_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
         for name in ("content_weight", "style_weight", "tv_weight", "saturation_weight"):
             value = getattr(self, name)

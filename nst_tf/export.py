@@ -60,8 +60,9 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from nst_tf.config import check_int
 from nst_tf.errors import ConfigError, WeightsError
-from nst_tf.inference import TransformerInference
+from nst_tf.inference import TransformerInference, round_to_uint8
 from nst_tf.signatures import (
     INPUT_BYTES,
     INPUT_IMAGES,
@@ -114,13 +115,6 @@ class ExportResult:
     style_names: tuple = ()
 
 
-def _check_int(name, value, minimum, maximum=None):
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-            or (maximum is not None and value > maximum)):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigError(f"`{name}` must be an integer of at least {minimum}{upper}. Received: {name}={value!r}")
-
-
 def check_model_name(name):
     """Checks that `name` is usable as a TF Serving model name and a folder name.
 
@@ -168,11 +162,6 @@ def next_version(base_path):
     """
     versions = list_versions(base_path)
     return versions[-1] + 1 if versions else 1
-
-
-def _to_uint8(images):
-    """float [0, 255] -> uint8, rounding half to even as ``nst_tf.images.to_uint8``."""
-    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
 
 
 def _check_sides(height, width, max_image_size, what):
@@ -306,8 +295,8 @@ class StylizeModule(tf.Module):
 
     def __init__(self, model, max_image_size=DEFAULT_MAX_IMAGE_SIZE, output_format="png", jpeg_quality=95):
         super().__init__(name="stylize")
-        _check_int("max_image_size", max_image_size, MIN_IMAGE_SIZE)
-        _check_int("jpeg_quality", jpeg_quality, 1, 100)
+        check_int("max_image_size", max_image_size, MIN_IMAGE_SIZE)
+        check_int("jpeg_quality", jpeg_quality, 1, 100)
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"`output_format` must be one of {OUTPUT_FORMATS}. "
                               f"Received: output_format={output_format!r}")
@@ -330,7 +319,7 @@ class StylizeModule(tf.Module):
 
     def _stylize_images(self, images):
         """uint8 ``[B, H, W, 3]`` -> ``{"stylized_images": uint8 [B, H, W, 3]}``."""
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(self._checked_images(images)))}
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(self._checked_images(images)))}
 
     @property
     def keras_model(self):
@@ -371,7 +360,8 @@ class StylizeModule(tf.Module):
     def stylize_images_by_name(self, images, style):
         """uint8 ``[B, H, W, 3]`` and string ``[B or 1]`` names -> ``{"stylized_images": uint8}``."""
         pixels = self._checked_images(images)
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, self._weights_of_names(style, tf.shape(pixels)[0])))}
+        weights = self._weights_of_names(style, tf.shape(pixels)[0])
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(pixels, weights))}
 
     def stylize_blend(self, images, style_weights):
         """uint8 ``[B, H, W, 3]`` and float32 ``[B or 1, N]`` weights -> ``{"stylized_images": uint8}``."""
@@ -383,7 +373,7 @@ class StylizeModule(tf.Module):
             name="check_style_weights")
         with tf.control_dependencies([finite]):
             weights = tf.broadcast_to(style_weights, [batch, len(self.style_names)])
-        return {OUTPUT_IMAGES: _to_uint8(self._forward(pixels, weights))}
+        return {OUTPUT_IMAGES: round_to_uint8(self._forward(pixels, weights))}
 
     def stylize_bytes_by_name(self, image_bytes, style):
         """string ``[B]`` files and string ``[B or 1]`` names -> ``{"stylized_image_bytes": string [B]}``."""
@@ -426,7 +416,7 @@ class StylizeModule(tf.Module):
         shape = tf.shape(pixels)
         with tf.control_dependencies([_check_sides(shape[0], shape[1], self.max_image_size, "Decoded image")]):
             pixels = tf.identity(pixels)
-        stylized = _to_uint8(self._forward(pixels[None], style_weights))[0]
+        stylized = round_to_uint8(self._forward(pixels[None], style_weights))[0]
         if self.output_format == "jpeg":
             return tf.io.encode_jpeg(stylized, quality=self.jpeg_quality)
         return tf.io.encode_png(stylized)
@@ -558,12 +548,12 @@ def export_model(model, base_path, version=None, max_image_size=DEFAULT_MAX_IMAG
     base_path = pathlib.Path(base_path)
     model_name = check_model_name(base_path.name if model_name is None else model_name)
     if version is not None:
-        _check_int("version", version, 1)
+        check_int("version", version, 1)
         if (base_path / str(version)).exists():
             raise ConfigError(f"Version {version} already exists in '{base_path}'; exports never overwrite a version. "
                               f"Omit the version to take the next one ({next_version(base_path)}). "
                               f"Received: version={version}")
-    _check_int("warmup_size", warmup_size, 0)
+    check_int("warmup_size", warmup_size, 0)
     module = StylizeModule(_load(model), max_image_size, output_format, jpeg_quality)
     _check_model(module.keras_model)
     try:

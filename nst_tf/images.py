@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst_tf.errors import ConfigError, ImageError
+from nst_tf.config import check_int
+from nst_tf.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest image ``load_image`` decodes by default: 100 megapixels (1.2 GB as float32 RGB)."""
@@ -33,16 +34,6 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 def _error(what, path, todo):
     return ImageError(f"{what} Received: path='{path}'. {todo}")
-
-
-def _check_int(name, value, minimum, maximum=None, allow_none=False):
-    if value is None and allow_none:
-        return
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-            or (maximum is not None and value > maximum)):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigError(f"`{name}` must be an integer of at least {minimum}{upper}"
-                          f"{' or None' if allow_none else ''}. Received: {name}={value!r}")
 
 
 def check_image_file(path):
@@ -105,9 +96,9 @@ def load_image(path, max_size=None, max_pixels=DEFAULT_MAX_PIXELS, min_size=1):
             `min_size`.
         ConfigError: `max_size`, `max_pixels` or `min_size` is not a positive integer.
     """
-    _check_int("max_size", max_size, 1, allow_none=True)
-    _check_int("max_pixels", max_pixels, 1, allow_none=True)
-    _check_int("min_size", min_size, 1)
+    check_int("max_size", max_size, 1, allow_none=True)
+    check_int("max_pixels", max_pixels, 1, allow_none=True)
+    check_int("min_size", min_size, 1)
     source = _open(path)
     with source:
         width, height = source.size
@@ -219,7 +210,7 @@ def resize_longest_side(image, size):
         ImageError: `image` does not have one of the shapes above.
         ConfigError: `size` is not a positive integer.
     """
-    _check_int("size", size, 1)
+    check_int("size", size, 1)
     array = np.asarray(image, dtype=np.float32)
     batched = array.ndim == 4
     if array.ndim not in (3, 4) or array.shape[-1] != 3 or (batched and array.shape[0] != 1):
@@ -311,7 +302,7 @@ def save_image(image, path, quality=95):
         ConfigError: `quality` is not an integer in [1, 100].
     """
     path = check_output_path(path)
-    _check_int("quality", quality, 1, 100)
+    check_int("quality", quality, 1, 100)
     pixels = to_uint8(image)
     if pixels.ndim == 4 and pixels.shape[0] == 1:
         pixels = pixels[0]

@@ -480,3 +480,18 @@ def inference_graph(model, compute_dtype=None):
     if key not in graphs:
         graphs[key] = TransformerInference(model, compute_dtype=key)
     return graphs[key]
+
+
+def round_to_uint8(images):
+    """Float pixels to uint8 inside a TensorFlow graph: the pixel contract of a served network.
+
+    Rounds half to even and clips, as the NumPy :func:`nst_tf.images.to_uint8` does on
+    the host.
+
+    Args:
+        images: float tensor of any shape, values in [0, 255] (others are clipped).
+
+    Returns:
+        tf.Tensor uint8 of the same shape.
+    """
+    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)

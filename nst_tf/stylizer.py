@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import signatures
+from nst_tf.config import check_int
 from nst_tf.errors import ConfigError, ImageError, WeightsError
-from nst_tf.inference import inference_graph
+from nst_tf.inference import inference_graph, round_to_uint8
 from nst_tf.transformer import (
     MIN_ALIGNED_SIZE,
     MIN_INPUT_SIZE,
@@ -30,6 +31,7 @@ from nst_tf.transformer import (
     align_padding,
     style_matrix,
     style_selection_weights,
+    with_dtype_policy,
 )
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
@@ -73,13 +75,7 @@ def load_transformer(path, dtype=None):
     if not isinstance(model, TransformerNet):
         raise WeightsError(f"Model file holds a {type(model).__name__}, not an nst_tf TransformerNet. "
                            f"{received}")
-    if dtype is not None and keras.dtype_policies.get(dtype).name != model.dtype_policy.name:
-        config = {**model.get_config(), "dtype": dtype}
-        recast = TransformerNet.from_config(config)
-        recast.build((None, None, None, 3))
-        recast.set_weights(model.get_weights())
-        model = recast
-    return model
+    return model if dtype is None else with_dtype_policy(model, dtype)
 
 
 def _as_batch(image):
@@ -205,15 +201,13 @@ def stylize_tiled(model, image, tile=512, overlap=32, thumbnail_size=None, preci
             or `precision`.
         ImageError: wrong shape, a batch of more than one, or a side below ``MIN_INPUT_SIZE``.
     """
-    for name, value, minimum in (("tile", tile, MIN_ALIGNED_SIZE), ("overlap", overlap, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ConfigError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+    check_int("tile", tile, MIN_ALIGNED_SIZE)
+    check_int("overlap", overlap, 0)
     if tile < 2 * overlap:
         raise ConfigError(f"`tile` must be at least twice `overlap`, or the blending ramps of opposite tile "
                           f"edges would cross. Received: tile={tile}, overlap={overlap}")
     thumbnail_size = tile if thumbnail_size is None else thumbnail_size
-    if isinstance(thumbnail_size, bool) or not isinstance(thumbnail_size, (int, np.integer)) or thumbnail_size < 8:
-        raise ConfigError(f"`thumbnail_size` must be an int >= 8. Received: thumbnail_size={thumbnail_size!r}")
+    check_int("thumbnail_size", thumbnail_size, 8)
     forward = _styled(_forward(model, precision), style)
     batch = _as_batch(image)
     if batch.shape[0] != 1:
@@ -296,7 +290,7 @@ class SavedModelStylizer:
         return style_selection_weights(self.style_names, style, strength)
 
     def __call__(self, images, training=False, style=None):
-        pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+        pixels = round_to_uint8(images)
         inputs = {self._input: pixels}
         if self.style_names is not None:
             if style is None:

@@ -87,19 +87,14 @@ def check_quantization(quantization):
 
 def _float32_model(model):
     from nst_tf.stylizer import load_transformer
-    from nst_tf.transformer import TransformerNet
+    from nst_tf.transformer import TransformerNet, with_dtype_policy
 
     if not isinstance(model, TransformerNet):
         if isinstance(model, (str, pathlib.Path)):
             return load_transformer(model, dtype="float32")
         raise ConfigError(f"TFLite export needs an nst_tf TransformerNet or the path of its .keras file. "
                           f"Received: model of type {type(model).__name__}")
-    if model.dtype_policy.name != "float32":  # TFLite kernels have no bfloat16: recast to float32.
-        recast = TransformerNet.from_config({**model.get_config(), "dtype": "float32"})
-        recast.build((None, None, None, 3))
-        recast.set_weights(model.get_weights())
-        return recast
-    return model
+    return with_dtype_policy(model, "float32")  # TFLite kernels have no bfloat16.
 
 
 def convert(model, quantization="float32"):

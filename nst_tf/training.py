@@ -33,7 +33,7 @@ from nst_tf.config import TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS, TrainConfig  # noqa:
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
 from nst_tf.stylizer import load_transformer
-from nst_tf.transformer import TransformerNet, with_added_style
+from nst_tf.transformer import TransformerNet, with_added_style, with_dtype_policy
 
 DEFAULT_LAYERS = TRAIN_LAYERS
 """``{loss_network: (content_layers, style_layers)}``."""
@@ -370,12 +370,7 @@ def save_transformer(model, path):
     Returns:
         pathlib.Path of the file.
     """
-    path = pathlib.Path(path)
-    if model.dtype_policy.name != "float32":
-        plain = TransformerNet.from_config({**model.get_config(), "dtype": "float32"})
-        plain.build((None, None, None, 3))
-        plain.set_weights(model.get_weights())
-        model = plain
+    path, model = pathlib.Path(path), with_dtype_policy(model, "float32")
     with files.atomic_path(path) as temp:
         model.save(temp)
     return path

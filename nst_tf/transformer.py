@@ -313,3 +313,31 @@ def with_added_style(model, name):
             value = np.concatenate([value, value.mean(axis=0, keepdims=True)])
         target.assign(value)
     return extended
+
+
+def with_dtype_policy(model, dtype):
+    """The network under another Keras dtype policy, with the same weights.
+
+    A mixed policy (``"mixed_bfloat16"``) keeps float32 variables and computes in
+    bfloat16; ``"float32"`` is the policy a network is saved in and TFLite converts.
+
+    Args:
+        model: TransformerNet, built.
+        dtype: str or ``keras.DTypePolicy``, a policy name Keras knows (``"float32"``,
+            ``"mixed_bfloat16"``, ``"mixed_float16"``, ...).
+
+    Returns:
+        `model` itself when its policy already has that name; else a new, built
+        TransformerNet of the same config and metadata whose variables hold `model`'s
+        weights (cast to the policy's variable dtype).
+
+    Raises:
+        ValueError: `dtype` is not a dtype policy Keras knows (``keras.dtype_policies.get``).
+    """
+    policy = keras.dtype_policies.get(dtype)
+    if policy.name == model.dtype_policy.name:
+        return model
+    recast = TransformerNet.from_config({**model.get_config(), "dtype": policy.name})
+    recast.build((None, None, None, 3))
+    recast.set_weights(model.get_weights())
+    return recast

@@ -15,6 +15,7 @@ from benchmarks import fast as benchmark_fast
 from helpers import random_transformer
 from nst_tf import optimize
 from nst_tf.features import FeatureExtractor
+from nst_tf.transformer import with_dtype_policy
 
 SMALL = {"filters": (4, 8, 8), "num_residual_blocks": 1}
 TINY_PEAK = ((8, 8, 8, 8),)
@@ -102,7 +103,7 @@ def test_every_variant_computes_what_the_model_computes():
     for name, variant in benchmark_fast.VARIANTS.items():
         out = benchmark_fast.variant_function(model, variant)(image).numpy()
         np.testing.assert_allclose(out, expected, atol=0.05, err_msg=name)
-    bf16 = benchmark_fast._recast(model, "mixed_bfloat16")
+    bf16 = with_dtype_policy(model, "mixed_bfloat16")
     out = benchmark_fast.variant_function(bf16, benchmark_fast.VARIANTS["library"])(image).numpy()
     assert 0 < np.abs(out - expected).mean() < 3.0  # bfloat16: close, not equal.
 

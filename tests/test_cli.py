@@ -262,7 +262,7 @@ def test_model_in_bfloat16(tiny_network, photo, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,message", [
     (["--tile", "16", "--overlap", "10"], "at least twice --overlap"),
-    (["--batch-size", "0"], "batch-size must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1. Received: batch_size=0"),
     (["--precision", "float16"], "--precision with --model must be one of float32, bfloat16"),
 ])
 def test_model_bad_flags(tiny_network, photo, tmp_path, capsys, extra, message):

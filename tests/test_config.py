@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nst_tf import backbones
-from nst_tf.config import PRESETS, STRATEGIES, TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS, StyleConfig
+from nst_tf.config import PRESETS, STRATEGIES, TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS, StyleConfig, check_int
 from nst_tf.errors import ConfigError
 
 
@@ -30,6 +30,32 @@ def test_bad_values_name_the_flag_and_the_value(field, value, message):
     with pytest.raises(ConfigError, match=message) as error:
         StyleConfig(**{field: value})
     assert "Received:" in str(error.value)
+
+
+@pytest.mark.parametrize("value", [1, 7, 100, np.int64(50), np.uint8(1)])
+def test_check_int_accepts_integers_in_range(value):
+    assert check_int("quality", value, 1, 100) is value
+
+
+@pytest.mark.parametrize("name,value,minimum,maximum,allow_none,message", [
+    ("quality", 0, 1, 100, False, "`quality` must be an integer from 1 to 100. Received: quality=0"),
+    ("quality", 101, 1, 100, False, "`quality` must be an integer from 1 to 100. Received: quality=101"),
+    ("size", 2.0, 1, None, False, "`size` must be an integer >= 1. Received: size=2.0"),
+    ("size", True, 1, None, False, "`size` must be an integer >= 1. Received: size=True"),
+    ("size", "3", 1, None, False, "`size` must be an integer >= 1. Received: size='3'"),
+    ("size", None, 1, None, False, "`size` must be an integer >= 1. Received: size=None"),
+    ("max_size", 0, 1, None, True, "`max_size` must be an integer >= 1 or None. Received: max_size=0"),
+    ("--batch-size", 0, 1, None, False, "--batch-size must be an integer >= 1. Received: batch_size=0"),
+    ("--save-every", -1, 0, None, False, "--save-every must be an integer >= 0. Received: save_every=-1"),
+])
+def test_check_int_refuses_in_one_line(name, value, minimum, maximum, allow_none, message):
+    with pytest.raises(ConfigError) as error:
+        check_int(name, value, minimum, maximum, allow_none=allow_none)
+    assert str(error.value) == message
+
+
+def test_check_int_takes_none_only_when_allowed():
+    assert check_int("max_size", None, 1, allow_none=True) is None
 
 
 def test_style_layer_weights_need_one_weight_per_layer():

@@ -10,7 +10,7 @@ from nst_tf import inference
 from nst_tf.errors import ConfigError
 from nst_tf.inference import TransformerInference, blocked_kernel, inference_graph, pad_spatial, phase_kernel
 from nst_tf.stylizer import load_transformer, stylize_image
-from nst_tf.transformer import TransformerNet
+from nst_tf.transformer import with_dtype_policy
 
 SHIPPED = ROOT / "saved_models" / "styles" / "styles.keras"
 # float32 rounding: the graph sums in another order (phase kernels, blocked head, oneDNN's
@@ -139,9 +139,7 @@ def test_bfloat16_graph(net):
     assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 255
     difference = np.abs(out - net(x))
     assert 0 < difference.mean() < 3  # bfloat16 keeps 8 bits of mantissa; the statistics stay float32.
-    recast = TransformerNet.from_config({**net.get_config(), "dtype": "mixed_bfloat16"})
-    recast.build((None, None, None, 3))
-    recast.set_weights(net.get_weights())
+    recast = with_dtype_policy(net, "mixed_bfloat16")
     assert inference_graph(recast).compute_dtype == tf.bfloat16  # The policy's compute dtype by default.
     np.testing.assert_allclose(inference_graph(recast)(x), out, atol=0)
 
@@ -223,3 +221,13 @@ def test_graph_equals_keras_call_for_an_index_and_a_blend(compute_dtype, atol):
     np.testing.assert_allclose(graph(images[:1], style=[1], statistics=statistics), one, atol=ATOL)
     with pytest.raises(ConfigError, match="pass `style`"):
         graph(images)
+
+
+def test_round_to_uint8_matches_the_host_conversion():
+    from nst_tf.images import to_uint8
+
+    values = np.array([[-5.0, 0.4, 0.5, 0.6, 1.5, 127.5, 254.6, 255.5, 300.0]], np.float32)
+    rounded = tf.function(inference.round_to_uint8)(tf.constant(values))  # In a graph, as the signatures run it.
+    assert rounded.dtype == tf.uint8 and rounded.shape == values.shape
+    np.testing.assert_array_equal(rounded, [[0, 0, 0, 1, 2, 128, 255, 255, 255]])
+    np.testing.assert_array_equal(rounded, to_uint8(values))

@@ -866,6 +866,18 @@ def test_dev_server_refuses_bad_configs(tmp_path, capsys):
         assert err.startswith("error: ") and message in err, (args, err)
 
 
+def test_dev_server_max_image_size_flag_takes_positive_integers_only(capsys):
+    from serving.dev_server.main import build_parser
+
+    assert build_parser().parse_args(["--max_image_size", "64"]).max_image_size == 64
+    for text in ("0", "-3", "1.5", "big"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["--max_image_size", text])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and err.endswith(
+            f"argument --max_image_size: expected a positive integer, got {text!r}"), err
+
+
 # --- Bounded cost per request ---------------------------------------------------------------------
 
 

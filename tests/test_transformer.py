@@ -178,3 +178,24 @@ def test_added_style_copies_every_other_style_exactly():
         with_added_style(multi, "a")
     with pytest.raises(ConfigError, match="multi-style network only"):
         with_added_style(TransformerNet(**SMALL), "c")
+
+
+def test_with_dtype_policy_keeps_the_weights_and_the_network():
+    from nst_tf.transformer import with_dtype_policy
+
+    multi, x = _multi(), _image(16, 20)
+    multi.metadata = {"style": "test"}
+    assert with_dtype_policy(multi, "float32") is multi
+    fast = with_dtype_policy(multi, "mixed_bfloat16")
+    assert fast.dtype_policy.name == "mixed_bfloat16" and fast.compute_dtype == "bfloat16"
+    assert fast.style_names == multi.style_names and fast.metadata == multi.metadata
+    for ours, theirs in zip(fast.weights, multi.weights, strict=True):  # Mixed: float32 variables, copied exactly.
+        assert ours.dtype == "float32"
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    difference = np.abs(fast(x, style=[1]) - multi(x, style=[1]))
+    assert 0 < difference.mean() < 3  # bfloat16 keeps 8 bits of mantissa.
+    back = with_dtype_policy(fast, keras.dtype_policies.get("float32"))
+    assert back.dtype_policy.name == "float32"
+    np.testing.assert_array_equal(back(x, style=[1]), multi(x, style=[1]))
+    with pytest.raises(ValueError):
+        with_dtype_policy(multi, "float13")

@@ -17,6 +17,7 @@ import threading
 from google.protobuf import text_format
 
 from nst_tf.cli import ArgumentParser, import_tensorflow, program_name
+from nst_tf.config import check_int
 
 from .limits import DEFAULT_TIMEOUT_SECONDS, RequestLimits
 
@@ -86,12 +87,9 @@ def _bool(text):
 
 def _positive_int(text):
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+        return check_int("value", int(text), 1)
+    except ValueError:  # Not a number, or below 1 (ConfigError is a ValueError): a usage error.
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
 def build_parser():
