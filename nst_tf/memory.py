@@ -1,19 +1,25 @@
-"""Memory estimate of an optimization step, so a too-large image fails early and clearly.
+"""Memory estimates of a run from its requested sizes, so a too-large one fails early and clearly.
 
-The step keeps every activation of the truncated network for the backward pass and
+Three estimates: an optimization step (:func:`estimate_step_bytes`), applying a trained
+TransformerNet (:func:`estimate_stylize_bytes`) and a training step
+(:func:`estimate_train_bytes`).  Each comes from the architecture and the requested
+sizes alone, so the command line checks it before TensorFlow is imported or any image
+is decoded; ``NST_TF_SKIP_MEMORY_CHECK=1`` skips the checks.
+
+**Optimization step.**  The step keeps every activation of the truncated network for the backward pass and
 builds gradients of the same sizes, so its peak memory grows with the pixel count
 times the summed channel counts of the layers, each divided by its downsampling.
 ``BYTES_PER_ACTIVATION`` folds TensorFlow's buffers (activations, their gradients,
 convolution workspaces) into one calibrated factor; BENCHMARKS.md ("memory") has the
 measurements it comes from.
-
-The estimate comes from the backbone's architecture and the requested size alone, so
-the command line checks it before TensorFlow is imported or any image is decoded.
 """
 
+import json
 import os
+import zipfile
 
 from nst_tf import backbones
+from nst_tf.config import TRAIN_LAYERS
 from nst_tf.errors import ConfigError
 
 # Peak resident bytes per float32 activation element of the truncated network during one
@@ -93,4 +99,221 @@ def check_fits(config, size, available=None):
             f"A {width}x{height} image needs about {needed / 2**30:.1f} GiB for {config.backbone} but only "
             f"{available / 2**30:.1f} GiB is available. Use a smaller --image-size (or --scales ending "
             f"lower), --precision bfloat16, or a bigger machine. Received: image_size={config.output_size}"
+        )
+
+
+# --- trained networks: applying one (fast path) and training one ---
+
+DEFAULT_ARCHITECTURE = ((32, 64, 128), 5, 1.0)
+"""``(filters, num_residual_blocks, width_multiplier)`` of a default TransformerNet."""
+# Full-resolution tensors of the first convolution's width alive at once in the compiled
+# inference graph (sub-pixel upsampling output, its interleaving, normalization, padding):
+# measured 3.6 per pixel (w=0.5 and w=1, 1024-3000 px); 4.5 is the margin.
+INFERENCE_LIVE_TENSORS = 4.5
+# Image-sized buffers outside the network: decoded and resized photo, float32 input and
+# output, uint8 output to save. Measured with the slope above: 28 bytes per pixel.
+IMAGE_BYTES_PER_PIXEL = 48
+# Tiled stylization holds the whole image several times over (input, padded copy, the
+# output and weight accumulators, the blended and cropped output): measured 75 bytes per pixel.
+TILED_BYTES_PER_PIXEL = 96
+# Peak resident bytes per transformer activation element kept for the backward pass of a
+# training step (activations, gradients, Adam's workspace); calibrated in this module's docstring.
+TRAIN_BYTES_PER_TRANSFORMER_ELEMENT = 10.0
+# Resident set of TensorFlow, the data pipeline, the trainer and the style features before the first step.
+TRAIN_BASE_BYTES = 1.0 * 2**30
+
+
+def transformer_architecture(path):
+    """``(filters, num_residual_blocks, width_multiplier)`` of a saved TransformerNet, without TensorFlow.
+
+    A ``.keras`` file is a zip archive whose ``config.json`` holds the constructor arguments.
+    A SavedModel folder keeps no such readable config, so it (and a file that cannot be read,
+    which the loader reports later) counts as the default full-width network,
+    ``DEFAULT_ARCHITECTURE``: an upper bound for the shipped networks (width 0.5 and 1).
+
+    Args:
+        path: str or path-like. ``.keras`` file or SavedModel version folder.
+
+    Returns:
+        tuple ``(filters: tuple of 3 int, num_residual_blocks: int, width_multiplier: float)``.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        return (tuple(int(f) for f in config.get("filters", DEFAULT_ARCHITECTURE[0])),
+                int(config.get("num_residual_blocks", DEFAULT_ARCHITECTURE[1])),
+                float(config.get("width_multiplier", DEFAULT_ARCHITECTURE[2])))
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return DEFAULT_ARCHITECTURE
+
+
+def _channels(architecture):
+    """Channel counts ``(c1, c2, c3)`` of the network, rounded as TransformerNet rounds them."""
+    filters, _, width_multiplier = architecture
+    return tuple(max(1, round(f * width_multiplier)) for f in filters)
+
+
+def _aligned(size):
+    return max(8, -(-size // 4) * 4)  # TransformerNet pads to a multiple of 4, at least 8.
+
+
+def transformer_activation_elements(architecture, height, width):
+    """Elements of the tensors a TransformerNet keeps for the backward pass, for one image.
+
+    Each convolution block keeps its padded input and its convolution, normalization and
+    ReLU outputs; an upsampling block also its upsampled input; the head its padded
+    input, logits and output (:class:`nst_tf.transformer.TransformerNet`).
+
+    Args:
+        architecture: ``(filters, num_residual_blocks, width_multiplier)``.
+        height, width: int. Input size, pixels.
+
+    Returns:
+        int, the summed element count.
+    """
+    c1, c2, c3 = _channels(architecture)
+    blocks = architecture[1]
+    pixels = _aligned(height) * _aligned(width)
+    tensors = [(3, 1), (c1, 1), (c1, 1), (c1, 1),                      # conv1
+               (c1, 1), (c2, 2), (c2, 2), (c2, 2),                      # conv2, stride 2
+               (c2, 2), (c3, 4), (c3, 4), (c3, 4),                      # conv3, stride 2
+               *[(c3, 4)] * (8 * blocks),                               # 2 x (pad, conv, norm, ReLU/add)
+               (c3, 2), (c3, 2), (c2, 2), (c2, 2), (c2, 2),             # up1: upsampled, padded, outputs
+               (c2, 1), (c2, 1), (c1, 1), (c1, 1), (c1, 1),             # up2
+               (c1, 1), (3, 1), (3, 1)]                                 # head
+    return int(sum(channels * pixels // stride**2 for channels, stride in tensors))
+
+
+def estimate_stylize_bytes(height, width, batch=1, architecture=DEFAULT_ARCHITECTURE, tile=0):
+    """Estimated peak resident memory, bytes, of stylizing images with a trained network.
+
+    Untiled (:func:`nst_tf.stylizer.stylize_image`), the compiled graph holds a few
+    full-resolution tensors of the first convolution's width ``c1`` at a time:
+    ``BASE_BYTES + batch * H * W * (IMAGE_BYTES_PER_PIXEL + 4 * INFERENCE_LIVE_TENSORS * c1)``.
+    Tiled (:func:`nst_tf.stylizer.stylize_tiled`, used when the longest side exceeds
+    `tile`): one tile's forward pass plus the image-sized accumulators,
+    ``BASE_BYTES + H * W * TILED_BYTES_PER_PIXEL + untiled(tile, tile)``.  bfloat16
+    counts as float32 (an upper bound).
+
+    Args:
+        height, width: int. Size of the images, pixels (after ``--image-size``).
+        batch: int. Images of this size per forward pass.
+        architecture: ``(filters, num_residual_blocks, width_multiplier)``
+            (:func:`transformer_architecture`).
+        tile: int. Tile side, pixels; 0: no tiling.
+
+    Returns:
+        float, bytes.
+    """
+    c1 = _channels(architecture)[0]
+    per_pixel = IMAGE_BYTES_PER_PIXEL + 4 * INFERENCE_LIVE_TENSORS * c1
+    if tile and max(height, width) > tile:
+        tile_pixels = min(_aligned(height), tile) * min(_aligned(width), tile)
+        return BASE_BYTES + height * width * TILED_BYTES_PER_PIXEL + tile_pixels * per_pixel
+    return BASE_BYTES + batch * _aligned(height) * _aligned(width) * per_pixel
+
+
+def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, available=None):
+    """Raises ConfigError before applying a trained network to images that would not fit in memory.
+
+    Images of one size run in batches of `batch_size`, as ``stylize --model`` runs them.
+
+    Args:
+        model: str or path-like. ``.keras`` file or SavedModel folder (its architecture is
+            read by :func:`transformer_architecture`).
+        sizes: list of ``(width, height)`` of the photos, from their headers
+            (:func:`nst_tf.images.read_size`).
+        longest: int or None. ``--image-size``: longest side the photos are resized to; None keeps them.
+        batch_size: int. Images per forward pass.
+        tile: int. ``--tile``; 0: off.
+        available: bytes available; measured from the system when None.
+
+    Raises:
+        ConfigError: the estimate of the largest batch exceeds the available memory; the
+            message gives both and suggests ``--tile`` (when tiling would fit) or a smaller
+            ``--image-size``.
+    """
+    available = available if available is not None else available_bytes()
+    if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK") or not sizes:
+        return
+    architecture = transformer_architecture(model)
+    counts = {}
+    for size in sizes:
+        shape = output_size(size, longest) if longest else (size[1], size[0])
+        counts[shape] = counts.get(shape, 0) + 1
+    needed, (height, width) = max(
+        (estimate_stylize_bytes(*shape, min(batch_size, count), architecture, tile), shape)
+        for shape, count in counts.items())
+    if needed <= available:
+        return
+    if tile and max(height, width) > tile:
+        advice = "a smaller --image-size (tiles bound the network's memory, not the image's)"
+    else:
+        tiled = estimate_stylize_bytes(height, width, 1, architecture, 1024)
+        tiling = zipfile.is_zipfile(model) and tiled <= available
+        advice = (f"--tile 1024 (about {tiled / 2**30:.1f} GiB), or a smaller --image-size" if tiling
+                  else "a smaller --image-size")
+        if min(batch_size, counts[(height, width)]) > 1:
+            advice += " or --batch-size 1"
+    raise ConfigError(
+        f"Stylizing a {width}x{height} image needs about {needed / 2**30:.1f} GiB but only "
+        f"{available / 2**30:.1f} GiB is available. Use {advice}. "
+        f"Received: image_size={longest}, tile={tile}, batch_size={batch_size}, model='{model}'"
+    )
+
+
+def estimate_train_bytes(config, architecture=None):
+    """Estimated peak resident memory, bytes, of one training step.
+
+    ``TRAIN_BASE_BYTES + batch * scale * (TRAIN_BYTES_PER_TRANSFORMER_ELEMENT * transformer
+    + 2 * BYTES_PER_ACTIVATION * loss network)``: the transformer's kept activations
+    (:func:`transformer_activation_elements`) and the loss network's, which runs once over
+    the photos and the outputs together (2 * batch images, truncated at its deepest loss
+    layer, :func:`nst_tf.backbones.activation_elements`; none for the pixel objective);
+    ``scale`` is 0.6 under mixed precision, else 1.
+
+    Args:
+        config: TrainConfig (``batch_size``, ``image_size``, ``loss_network``, ``objective``,
+            ``mixed_precision``, ``width_multiplier``, ``num_residual_blocks``).
+        architecture: ``(filters, num_residual_blocks, width_multiplier)``; None: the
+            config's new network.
+
+    Returns:
+        float, bytes.
+    """
+    if architecture is None:
+        architecture = (DEFAULT_ARCHITECTURE[0], config.num_residual_blocks, config.width_multiplier)
+    size = config.image_size
+    per_image = TRAIN_BYTES_PER_TRANSFORMER_ELEMENT * transformer_activation_elements(architecture, size, size)
+    if config.objective == "perceptual":
+        layers = sum(TRAIN_LAYERS[config.loss_network], ())
+        per_image += 2 * BYTES_PER_ACTIVATION * backbones.activation_elements(config.loss_network, layers,
+                                                                              size, size)
+    scale = 0.6 if config.mixed_precision else 1.0
+    return TRAIN_BASE_BYTES + config.batch_size * scale * per_image
+
+
+def check_train_fits(config, available=None):
+    """Raises ConfigError before a training run whose step would not fit in memory.
+
+    Args:
+        config: TrainConfig. With ``init_model``, that network's architecture is read from
+            its file (:func:`transformer_architecture`).
+        available: bytes available; measured from the system when None.
+
+    Raises:
+        ConfigError: the estimate exceeds the available memory; the message gives both and
+            suggests a smaller ``--image-size`` or ``--batch-size``.
+    """
+    available = available if available is not None else available_bytes()
+    if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK"):
+        return
+    architecture = transformer_architecture(config.init_model) if config.init_model else None
+    needed = estimate_train_bytes(config, architecture)
+    if needed > available:
+        raise ConfigError(
+            f"A training step on {config.batch_size} crops of {config.image_size}x{config.image_size} needs about "
+            f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. Use a smaller "
+            f"--image-size or --batch-size{'' if config.mixed_precision else ', or --mixed-precision'}. "
+            f"Received: image_size={config.image_size}, batch_size={config.batch_size}"
         )
