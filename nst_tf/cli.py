@@ -496,7 +496,7 @@ def _start_tensorflow(args):
 
 def run_fast_stylize(args):
     """``stylize --model``: a trained style network on one or more photos; returns the exit status."""
-    from nst_tf import files, images
+    from nst_tf import files, images, memory
     from nst_tf.errors import ConfigError
 
     if args.style:
@@ -534,6 +534,9 @@ def run_fast_stylize(args):
     names = _keras_style_names(args.model)
     if names is not False:  # A .keras file names its styles: a wrong --style-name answers before TensorFlow.
         _style_selection(names, args.style_name, args.style_strength)
+    # From the headers alone: a size that cannot fit fails before any image is decoded.
+    memory.check_stylize_fits(args.model, [images.read_size(p) for p in inputs], getattr(args, "image_size", None),
+                              args.batch_size, args.tile)
     _start_tensorflow(args)
 
     import numpy as np
@@ -948,10 +951,12 @@ def check_train_args(args):
 
 def run_train(args):
     """Runs ``train`` from parsed flags; returns the exit status."""
+    from nst_tf import memory
     from nst_tf.config import TrainConfig
 
     check_train_args(args)
     config = _config_from_args(TrainConfig, args)
+    memory.check_train_fits(config)
     import_tensorflow(args.verbose)
     from nst_tf import training
 

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -357,6 +358,7 @@ def test_blend_on_a_single_style_network_is_refused(tiny_network, photo, tmp_pat
 
 NO_TF_CASES = """
 import sys
+import zipfile
 from nst_tf import cli
 content, style, out, net, weights = sys.argv[1:6]
 cases = [
@@ -712,3 +714,44 @@ def test_library_processes_keep_tensorflow_defaults():
 def test_a_users_own_settings_are_kept():
     assert _stylize_process("cli.configure_stylize_process()", TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="0",
                   TF_NUM_INTEROP_THREADS="2") == {"frozen": "0", "inter_op": 0}
+
+
+MEMORY_CASES = """
+import sys
+import zipfile
+from nst_tf import cli, memory
+memory.available_bytes = lambda: 16 * 2**30  # The same answer on any machine.
+def start(*args):
+    raise SystemExit(7)  # Past every check: TensorFlow would be imported now.
+cli._start_tensorflow = cli.import_tensorflow = start
+photo, out, data, model = sys.argv[1:5]
+fast = ["--content", photo, "--model", model, "--output", out, "--image-size"]
+train = ["--style", photo, "--data", data, "--output", out + ".keras", "--image-size"]
+for main, argv in ((cli.stylize_main, fast + ["20000"]), (cli.stylize_main, fast + ["1024"]),
+                   (cli.train_main, train + ["20000"]), (cli.train_main, train + ["256"])):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    print(code, file=sys.stderr)
+print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_sizes_that_cannot_fit_fail_before_tensorflow(photo, tmp_path):
+    model = tmp_path / "net.keras"
+    with zipfile.ZipFile(model, "w") as archive:  # What the estimate reads of a .keras file.
+        archive.writestr("config.json", json.dumps({"config": {"width_multiplier": 0.5}}))
+    out = tmp_path / "out.png"
+    run = subprocess.run([sys.executable, "-c", MEMORY_CASES, str(photo), str(out), str(tmp_path), str(model)],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "NST_TF_SKIP_MEMORY_CHECK": ""})
+    lines = [line for line in run.stderr.splitlines() if line]
+    assert lines[-1] == "tensorflow imported: False" and "Traceback" not in run.stderr, run.stderr
+    assert [line for line in lines if line in ("2", "7")] == ["2", "7", "2", "7"], run.stderr
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 2, run.stderr
+    assert "Stylizing a 20000x16000 image needs about" in errors[0] and "--image-size" in errors[0]
+    assert "4 crops of 20000x20000 needs about" in errors[1] and "--batch-size" in errors[1]
+    assert not out.exists() and not (tmp_path / "out.png.keras").exists()
