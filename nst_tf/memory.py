@@ -6,12 +6,30 @@ TransformerNet (:func:`estimate_stylize_bytes`) and a training step
 sizes alone, so the command line checks it before TensorFlow is imported or any image
 is decoded; ``NST_TF_SKIP_MEMORY_CHECK=1`` skips the checks.
 
-**Optimization step.**  The step keeps every activation of the truncated network for the backward pass and
-builds gradients of the same sizes, so its peak memory grows with the pixel count
-times the summed channel counts of the layers, each divided by its downsampling.
-``BYTES_PER_ACTIVATION`` folds TensorFlow's buffers (activations, their gradients,
-convolution workspaces) into one calibrated factor; BENCHMARKS.md ("memory") has the
-measurements it comes from.
+**Optimization step.**  The step keeps every activation of the truncated network for
+the backward pass and builds gradients of the same sizes, so its peak memory grows
+with the pixel count times the summed channel counts of the layers, each divided by
+its downsampling.  ``BYTES_PER_ACTIVATION`` folds TensorFlow's buffers (activations,
+their gradients, convolution workspaces) into one calibrated factor; BENCHMARKS.md
+("memory") has the measurements it comes from.
+
+**Trained networks.**  Applying one holds only a few full-resolution tensors at a time,
+so its memory grows with the pixels times the first convolution's width; tiles bound
+that part, not the image-sized buffers.  A training step keeps every activation of
+the transformer and of the loss network.  The factors were calibrated on peak resident
+memory (``/usr/bin/time -v``, maximum resident set) of ``scripts/stylize.py --model``
+on chicago.jpg (712x474, resized) and ``scripts/train.py --steps 2-3``, TensorFlow
+2.21, 2 CPU cores.  Measured peak GiB (estimate):
+
+- stylize, width 0.5: 1024 px 0.89 (1.07), 2048 px 1.37 (1.72), 3000 px 2.18 (2.73);
+- stylize, width 1: 2048 px 1.99 (2.47), 4096 px 5.56 (7.34);
+- stylize tiled, width 0.5: 3000 px ``--tile 512`` 1.21 (1.47), 6000 px ``--tile 1024`` 2.91 (3.32);
+- stylize, SavedModel of the width 0.5 network, 2048 px: 1.58 (2.47, counted at width 1);
+- train squeezenet1_1, batch 2, 128 px: 1.00 (1.20); batch 4, 256 px: 2.16 (2.63), mixed
+  precision 1.90 (2.39); batch 4, 512 px: 5.97 (7.53); width 0.5, batch 2, 512 px: 2.42 (2.94);
+- train vgg16 (random weights), batch 2, 256 px: 1.92 (2.20).
+
+So the estimates run 14-32% above the measured peaks (57% for a SavedModel).
 """
 
 import json
@@ -108,7 +126,7 @@ DEFAULT_ARCHITECTURE = ((32, 64, 128), 5, 1.0)
 """``(filters, num_residual_blocks, width_multiplier)`` of a default TransformerNet."""
 # Full-resolution tensors of the first convolution's width alive at once in the compiled
 # inference graph (sub-pixel upsampling output, its interleaving, normalization, padding):
-# measured 3.6 per pixel (w=0.5 and w=1, 1024-3000 px); 4.5 is the margin.
+# measured 3.4-3.6 (width 0.5 and 1, 1024-4096 px); 4.5 leaves a margin.
 INFERENCE_LIVE_TENSORS = 4.5
 # Image-sized buffers outside the network: decoded and resized photo, float32 input and
 # output, uint8 output to save. Measured with the slope above: 28 bytes per pixel.
@@ -117,10 +135,14 @@ IMAGE_BYTES_PER_PIXEL = 48
 # output and weight accumulators, the blended and cropped output): measured 75 bytes per pixel.
 TILED_BYTES_PER_PIXEL = 96
 # Peak resident bytes per transformer activation element kept for the backward pass of a
-# training step (activations, gradients, Adam's workspace); calibrated in this module's docstring.
-TRAIN_BYTES_PER_TRANSFORMER_ELEMENT = 10.0
-# Resident set of TensorFlow, the data pipeline, the trainer and the style features before the first step.
+# training step (activations and their gradients): measured 4.6 (squeezenet1_1, 128-256 px).
+TRAIN_BYTES_PER_TRANSFORMER_ELEMENT = 6.0
+# Resident set of TensorFlow, the data pipeline, the trainer and the style features before
+# the first step: measured 0.83 GiB.
 TRAIN_BASE_BYTES = 1.0 * 2**30
+# Share of a float32 step's memory left under mixed_bfloat16 (float32 master weights, logits and
+# normalization statistics stay): measured 0.8 (squeezenet1_1, batch 4, 256 px).
+MIXED_PRECISION_TRAIN_SCALE = 0.85
 
 
 def transformer_architecture(path):
@@ -270,7 +292,7 @@ def estimate_train_bytes(config, architecture=None):
     (:func:`transformer_activation_elements`) and the loss network's, which runs once over
     the photos and the outputs together (2 * batch images, truncated at its deepest loss
     layer, :func:`nst_tf.backbones.activation_elements`; none for the pixel objective);
-    ``scale`` is 0.6 under mixed precision, else 1.
+    ``scale`` is ``MIXED_PRECISION_TRAIN_SCALE`` under mixed precision, else 1.
 
     Args:
         config: TrainConfig (``batch_size``, ``image_size``, ``loss_network``, ``objective``,
@@ -289,7 +311,7 @@ def estimate_train_bytes(config, architecture=None):
         layers = sum(TRAIN_LAYERS[config.loss_network], ())
         per_image += 2 * BYTES_PER_ACTIVATION * backbones.activation_elements(config.loss_network, layers,
                                                                               size, size)
-    scale = 0.6 if config.mixed_precision else 1.0
+    scale = MIXED_PRECISION_TRAIN_SCALE if config.mixed_precision else 1.0
     return TRAIN_BASE_BYTES + config.batch_size * scale * per_image
 
 
