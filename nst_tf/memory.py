@@ -32,6 +32,7 @@ on chicago.jpg (712x474, resized) and ``scripts/train.py --steps 2-3``, TensorFl
 So the estimates run 14-32% above the measured peaks (57% for a SavedModel).
 """
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -253,7 +254,7 @@ def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, availab
     Raises:
         ConfigError: the estimate of the largest batch exceeds the available memory; the
             message gives both and suggests ``--tile`` (when tiling would fit) or a smaller
-            ``--image-size``.
+            ``--image-size``, naming the largest that fits.
     """
     available = available if available is not None else available_bytes()
     if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK") or not sizes:
@@ -268,20 +269,34 @@ def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, availab
         for shape, count in counts.items())
     if needed <= available:
         return
+    batch = min(batch_size, counts[(height, width)])
+    side = _largest_side(lambda side: estimate_stylize_bytes(
+        *output_size((width, height), side), batch, architecture, tile) <= available, max(height, width))
+    smaller = f"a smaller --image-size{f' (at most about {side} px here)' if side else ''}"
     if tile and max(height, width) > tile:
-        advice = "a smaller --image-size (tiles bound the network's memory, not the image's)"
+        advice = f"{smaller}; tiles bound the network's memory, not the image's"
     else:
         tiled = estimate_stylize_bytes(height, width, 1, architecture, 1024)
         tiling = zipfile.is_zipfile(model) and tiled <= available
-        advice = (f"--tile 1024 (about {tiled / 2**30:.1f} GiB), or a smaller --image-size" if tiling
-                  else "a smaller --image-size")
-        if min(batch_size, counts[(height, width)]) > 1:
-            advice += " or --batch-size 1"
+        advice = f"--tile 1024 (about {tiled / 2**30:.1f} GiB), or {smaller}" if tiling else smaller
+        if batch > 1:
+            advice += ", or --batch-size 1"
     raise ConfigError(
         f"Stylizing a {width}x{height} image needs about {needed / 2**30:.1f} GiB but only "
         f"{available / 2**30:.1f} GiB is available. Use {advice}. "
         f"Received: image_size={longest}, tile={tile}, batch_size={batch_size}, model='{model}'"
     )
+
+
+def _largest_side(fits, upper, lowest=16):
+    """Largest side in [`lowest`, `upper`) for which the monotone `fits(side)` holds; None if none does."""
+    low, high = lowest, upper
+    if high <= low or not fits(low):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def estimate_train_bytes(config, architecture=None):
@@ -325,7 +340,7 @@ def check_train_fits(config, available=None):
 
     Raises:
         ConfigError: the estimate exceeds the available memory; the message gives both and
-            suggests a smaller ``--image-size`` or ``--batch-size``.
+            suggests a smaller ``--image-size`` (naming the largest that fits) or ``--batch-size``.
     """
     available = available if available is not None else available_bytes()
     if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK"):
@@ -333,9 +348,12 @@ def check_train_fits(config, available=None):
     architecture = transformer_architecture(config.init_model) if config.init_model else None
     needed = estimate_train_bytes(config, architecture)
     if needed > available:
+        side = _largest_side(lambda side: estimate_train_bytes(
+            dataclasses.replace(config, image_size=side), architecture) <= available, config.image_size)
         raise ConfigError(
             f"A training step on {config.batch_size} crops of {config.image_size}x{config.image_size} needs about "
             f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. Use a smaller "
-            f"--image-size or --batch-size{'' if config.mixed_precision else ', or --mixed-precision'}. "
+            f"--image-size{f' (at most about {side} px here)' if side else ''} or --batch-size"
+            f"{'' if config.mixed_precision else ', or --mixed-precision'}. "
             f"Received: image_size={config.image_size}, batch_size={config.batch_size}"
         )

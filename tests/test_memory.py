@@ -1,6 +1,7 @@
 """nst_tf.memory: the step-memory estimate from the architecture, checked before any network exists."""
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -113,8 +114,13 @@ def test_check_stylize_fits_suggests_tiles_for_a_keras_file_only(tmp_path):
     tiled = memory.estimate_stylize_bytes(13000, 20000, 1, memory.DEFAULT_ARCHITECTURE, 1024)
     with pytest.raises(ConfigError, match=r"20000x13000 image needs about .* GiB.*--tile 1024.*--image-size"):
         memory.check_stylize_fits(net, huge, available=tiled + 1)
-    with pytest.raises(ConfigError, match=r"Use a smaller --image-size\. Received"):
+    with pytest.raises(ConfigError, match=r"Use a smaller --image-size \(at most about (\d+) px here\)\. Received") as info:
         memory.check_stylize_fits(tmp_path, huge, available=tiled + 1)  # A SavedModel folder cannot tile.
+    # The size named fits, one more pixel does not.
+    side = int(re.search(r"at most about (\d+) px", str(info.value)).group(1))
+    memory.check_stylize_fits(tmp_path, huge, longest=side, available=tiled + 1)
+    with pytest.raises(ConfigError):
+        memory.check_stylize_fits(tmp_path, huge, longest=side + 1, available=tiled + 1)
     with pytest.raises(ConfigError, match=r"tiles bound the network's memory"):
         memory.check_stylize_fits(net, huge, tile=1024, available=tiled - 1)
     memory.check_stylize_fits(net, huge, tile=1024, available=tiled + 1)
@@ -158,8 +164,8 @@ def test_check_train_fits_fails_with_advice_and_reads_the_init_model(tmp_path):
     config = TrainConfig(**base)
     needed = memory.estimate_train_bytes(config)
     memory.check_train_fits(config, available=needed + 1)
-    with pytest.raises(ConfigError, match=r"4 crops of 512x512 needs about .* GiB.*--image-size or --batch-size, "
-                                          r"or --mixed-precision"):
+    with pytest.raises(ConfigError, match=r"4 crops of 512x512 needs about .* GiB.*--image-size \(at most about "
+                                          r"511 px here\) or --batch-size, or --mixed-precision"):
         memory.check_train_fits(config, available=needed - 1)
     narrow = keras_file(tmp_path / "narrow.keras", width_multiplier=0.25)
     memory.check_train_fits(TrainConfig(**base, init_model=str(narrow)), available=needed - 1)
