@@ -603,17 +603,12 @@ def parse_style_selection(text):
 
 
 def _keras_style_names(path):
-    """The style names in a ``.keras`` file's config (None: a single-style network), read from the
-    archive without TensorFlow; False when `path` is not a readable ``.keras`` file (a SavedModel)."""
-    import json
-    import zipfile
+    """The style names of a ``.keras`` network (None: a single-style network), read without
+    TensorFlow; False when `path` is not a readable ``.keras`` file (a SavedModel)."""
+    from nst_tf import files
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-        return config["config"].get("style_names")
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile):
-        return False
+    config = files.keras_model_config(path)
+    return False if config is None else config.get("style_names")
 
 
 def _style_selection(names, style_name, strength):

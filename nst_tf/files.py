@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import uuid
+import zipfile
 
 
 @contextlib.contextmanager
@@ -215,3 +216,24 @@ def check_backup_folder(folder, settings, keep=(), flag="--backup-dir"):
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as temp:
         temp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+
+
+def keras_model_config(path):
+    """The constructor arguments of the model saved in a ``.keras`` file, read without TensorFlow.
+
+    A ``.keras`` file is a zip archive whose ``config.json`` holds ``{"class_name", "config", ...}``
+    (Keras 3 saving format); this returns its ``config`` dict.
+
+    Args:
+        path: str or path-like.
+
+    Returns:
+        dict, or None when `path` is not a readable ``.keras`` archive (a SavedModel folder,
+        a missing or corrupt file: the loader reports those later, with its own message).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+    return config if isinstance(config, dict) else None

@@ -33,11 +33,10 @@ So the estimates run 14-32% above the measured peaks (57% for a SavedModel).
 """
 
 import dataclasses
-import json
 import os
 import zipfile
 
-from nst_tf import backbones
+from nst_tf import backbones, files
 from nst_tf.config import TRAIN_LAYERS
 from nst_tf.errors import ConfigError
 
@@ -160,13 +159,14 @@ def transformer_architecture(path):
     Returns:
         tuple ``(filters: tuple of 3 int, num_residual_blocks: int, width_multiplier: float)``.
     """
+    config = files.keras_model_config(path)
+    if config is None:
+        return DEFAULT_ARCHITECTURE
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))["config"]
         return (tuple(int(f) for f in config.get("filters", DEFAULT_ARCHITECTURE[0])),
                 int(config.get("num_residual_blocks", DEFAULT_ARCHITECTURE[1])),
                 float(config.get("width_multiplier", DEFAULT_ARCHITECTURE[2])))
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+    except (TypeError, ValueError):
         return DEFAULT_ARCHITECTURE
 
 

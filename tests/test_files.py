@@ -135,3 +135,16 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
                 raise error
         assert target.read_text() == "old"
         assert list(tmp_path.iterdir()) == [target]
+
+
+def test_keras_model_config_reads_the_archive_and_refuses_anything_else(tmp_path):
+    import zipfile
+
+    path = tmp_path / "net.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "TransformerNet",
+                                                    "config": {"style_names": ["a", "photo"]}}))
+    assert files.keras_model_config(path) == {"style_names": ["a", "photo"]}
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    for other in (tmp_path / "junk.keras", tmp_path / "missing.keras", tmp_path):
+        assert files.keras_model_config(other) is None
