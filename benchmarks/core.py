@@ -35,6 +35,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Mapping
 
+import cpuinfo
 import keras
 import numpy as np
 import psutil
@@ -194,24 +195,21 @@ def machine_info():
         ``ONEDNN_*``, ``DNNL_*``, ``MALLOC_*``), ``loadavg`` (1, 5, 15 min) and ``date``
         (UTC, ISO 8601).
     """
-    fields = {}
-    try:  # The CPU model and flags: psutil does not report them; Linux keeps them here.
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = [f for f in fields.get("flags", "").split() if f.startswith(("avx512", "amx", "avx_vnni"))]
+    info = cpuinfo.get_cpu_info()  # psutil does not report the CPU model and flags.
+    flags = []
+    for flag in info.get("flags", []):  # py-cpuinfo lists some flags under two spellings (avx512vnni).
+        if flag.startswith(("avx512", "amx", "avx_vnni")) and flag.replace("_", "") not in {
+                f.replace("_", "") for f in flags}:
+            flags.append(flag)
     env_prefixes = ("TF_", "OMP_", "KMP_", "ONEDNN_", "DNNL_", "MALLOC_", "GLIBC_TUNABLES")
     try:
         usable = len(psutil.Process().cpu_affinity())
     except (AttributeError, psutil.Error):  # cpu_affinity is not available on macOS.
         usable = psutil.cpu_count()
     return {
-        "cpu_model": fields.get("model name", platform.processor() or "unknown"),
-        "cpu_family": fields.get("cpu family"),
-        "cpu_model_number": fields.get("model"),
+        "cpu_model": info.get("brand_raw") or platform.processor() or "unknown",
+        "cpu_family": None if info.get("family") is None else str(info["family"]),
+        "cpu_model_number": None if info.get("model") is None else str(info["model"]),
         "cpu_flags": flags,
         "logical_cpus": psutil.cpu_count(),
         "usable_cpus": usable,
