@@ -44,11 +44,12 @@ from benchmarks.core import (
 from nst_tf import images as nst_images
 from nst_tf.augmentation import StyleAugmentation
 from nst_tf.backbones import get_spec
+from nst_tf.config import PHOTO_STYLE
 from nst_tf.errors import ImageError, NstError
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import inference_graph
 from nst_tf.stylizer import load_transformer
-from nst_tf.transformer import PHOTO_STYLE, TransformerNet
+from nst_tf.transformer import TransformerNet
 
 GOAL_RATIO = 1.3
 """Largest accepted ratio of the layer's cost per image to the network's own inference."""

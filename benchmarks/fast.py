@@ -969,7 +969,7 @@ def quality_targets(model_paths, styles=None):
         model_paths: ``.keras`` paths that exist.
         styles: optional iterable of style names to keep (multi-style networks only).
     """
-    from nst_tf.transformer import PHOTO_STYLE
+    from nst_tf.config import PHOTO_STYLE
 
     targets = []
     for path in model_paths:

@@ -19,10 +19,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nst_tf.config import MAX_STRENGTH, PHOTO_STYLE
 from nst_tf.errors import ConfigError, ImageError
 from nst_tf.inference import inference_graph
 from nst_tf.stylizer import load_transformer
-from nst_tf.transformer import MAX_STRENGTH, PHOTO_STYLE, TransformerNet
+from nst_tf.transformer import TransformerNet
 
 def _number(value):
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(
@@ -71,7 +72,7 @@ class StyleAugmentation(keras.layers.Layer):
         rate: float in [0, 1]. Probability that an image is stylized. Defaults to 0.5.
         strength: float, or ``(low, high)`` with ``0 <= low <= high``: the range of the
             uniform strength draw; 1 is the style as trained, 0 the photo. ``high`` is
-            at most 2 (``nst_tf.transformer.MAX_STRENGTH``, extrapolating away from the
+            at most 2 (``nst_tf.config.MAX_STRENGTH``, extrapolating away from the
             photo), or 1 for a network without a ``"photo"`` style. Defaults to (0.5, 1.0).
         concentration: float > 0, or one float > 0 per style other than ``"photo"`` (in
             ``network.style_names`` order): the Dirichlet parameters. 1 draws blends

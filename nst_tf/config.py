@@ -69,6 +69,23 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 PHOTO_STYLE = "photo"
 """Name of the content-only style of a multi-style network, which the style strength blends toward."""
 
+SIZE_ALIGNMENT = 4
+"""TransformerNet's two stride-2 convolutions: padded sizes that are multiples of 4 come back exactly."""
+MIN_ALIGNED_SIZE = 8
+"""Smallest padded side, pixels: the bottleneck (1/4 size) must be >= 2 pixels for its reflection padding."""
+
+
+def aligned_size(size):
+    """The side, pixels, that TransformerNet pads an input side of `size` to: a multiple of
+    ``SIZE_ALIGNMENT``, at least ``MIN_ALIGNED_SIZE`` (int in, int out)."""
+    return max(MIN_ALIGNED_SIZE, -(-size // SIZE_ALIGNMENT) * SIZE_ALIGNMENT)
+
+
+def transformer_channels(filters, width_multiplier):
+    """Channel counts of TransformerNet's three downsampling convolutions: `filters` (3 ints)
+    scaled by `width_multiplier`, rounded, at least 1 each (tuple of 3 int)."""
+    return tuple(max(1, round(f * width_multiplier)) for f in filters)
+
 
 @dataclasses.dataclass(frozen=True)
 class StyleConfig:

@@ -34,10 +34,9 @@ So the estimates run 14-32% above the measured peaks (57% for a SavedModel).
 
 import dataclasses
 import os
-import zipfile
 
 from nst_tf import backbones, files
-from nst_tf.config import TRAIN_LAYERS
+from nst_tf.config import TRAIN_LAYERS, aligned_size, transformer_channels
 from nst_tf.errors import ConfigError
 
 # Peak resident bytes per float32 activation element of the truncated network during one
@@ -145,21 +144,20 @@ TRAIN_BASE_BYTES = 1.0 * 2**30
 MIXED_PRECISION_TRAIN_SCALE = 0.85
 
 
-def transformer_architecture(path):
+def transformer_architecture(config):
     """``(filters, num_residual_blocks, width_multiplier)`` of a saved TransformerNet, without TensorFlow.
 
-    A ``.keras`` file is a zip archive whose ``config.json`` holds the constructor arguments.
-    A SavedModel folder keeps no such readable config, so it (and a file that cannot be read,
+    A SavedModel folder keeps no readable config, so it (and a file that cannot be read,
     which the loader reports later) counts as the default full-width network,
     ``DEFAULT_ARCHITECTURE``: an upper bound for the shipped networks (width 0.5 and 1).
 
     Args:
-        path: str or path-like. ``.keras`` file or SavedModel version folder.
+        config: dict, the constructor arguments of a ``.keras`` file
+            (:func:`nst_tf.files.keras_model_config`), or None.
 
     Returns:
         tuple ``(filters: tuple of 3 int, num_residual_blocks: int, width_multiplier: float)``.
     """
-    config = files.keras_model_config(path)
     if config is None:
         return DEFAULT_ARCHITECTURE
     try:
@@ -168,16 +166,6 @@ def transformer_architecture(path):
                 float(config.get("width_multiplier", DEFAULT_ARCHITECTURE[2])))
     except (TypeError, ValueError):
         return DEFAULT_ARCHITECTURE
-
-
-def _channels(architecture):
-    """Channel counts ``(c1, c2, c3)`` of the network, rounded as TransformerNet rounds them."""
-    filters, _, width_multiplier = architecture
-    return tuple(max(1, round(f * width_multiplier)) for f in filters)
-
-
-def _aligned(size):
-    return max(8, -(-size // 4) * 4)  # TransformerNet pads to a multiple of 4, at least 8.
 
 
 def transformer_activation_elements(architecture, height, width):
@@ -194,9 +182,9 @@ def transformer_activation_elements(architecture, height, width):
     Returns:
         int, the summed element count.
     """
-    c1, c2, c3 = _channels(architecture)
+    c1, c2, c3 = transformer_channels(architecture[0], architecture[2])
     blocks = architecture[1]
-    pixels = _aligned(height) * _aligned(width)
+    pixels = aligned_size(height) * aligned_size(width)
     tensors = [(3, 1), (c1, 1), (c1, 1), (c1, 1),                      # conv1
                (c1, 1), (c2, 2), (c2, 2), (c2, 2),                      # conv2, stride 2
                (c2, 2), (c3, 4), (c3, 4), (c3, 4),                      # conv3, stride 2
@@ -228,12 +216,12 @@ def estimate_stylize_bytes(height, width, batch=1, architecture=DEFAULT_ARCHITEC
     Returns:
         float, bytes.
     """
-    c1 = _channels(architecture)[0]
+    c1 = transformer_channels(architecture[0], architecture[2])[0]
     per_pixel = IMAGE_BYTES_PER_PIXEL + 4 * INFERENCE_LIVE_TENSORS * c1
     if tile and max(height, width) > tile:
-        tile_pixels = min(_aligned(height), tile) * min(_aligned(width), tile)
+        tile_pixels = min(aligned_size(height), tile) * min(aligned_size(width), tile)
         return BASE_BYTES + height * width * TILED_BYTES_PER_PIXEL + tile_pixels * per_pixel
-    return BASE_BYTES + batch * _aligned(height) * _aligned(width) * per_pixel
+    return BASE_BYTES + batch * aligned_size(height) * aligned_size(width) * per_pixel
 
 
 def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, available=None):
@@ -243,7 +231,7 @@ def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, availab
 
     Args:
         model: str or path-like. ``.keras`` file or SavedModel folder (its architecture is
-            read by :func:`transformer_architecture`).
+            read by :func:`transformer_architecture`; only a ``.keras`` network can be tiled).
         sizes: list of ``(width, height)`` of the photos, from their headers
             (:func:`nst_tf.images.read_size`).
         longest: int or None. ``--image-size``: longest side the photos are resized to; None keeps them.
@@ -259,7 +247,8 @@ def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, availab
     available = available if available is not None else available_bytes()
     if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK") or not sizes:
         return
-    architecture = transformer_architecture(model)
+    model_config = files.keras_model_config(model)
+    architecture = transformer_architecture(model_config)
     counts = {}
     for size in sizes:
         shape = output_size(size, longest) if longest else (size[1], size[0])
@@ -277,7 +266,7 @@ def check_stylize_fits(model, sizes, longest=None, batch_size=1, tile=0, availab
         advice = f"{smaller}; tiles bound the network's memory, not the image's"
     else:
         tiled = estimate_stylize_bytes(height, width, 1, architecture, 1024)
-        tiling = zipfile.is_zipfile(model) and tiled <= available
+        tiling = model_config is not None and tiled <= available
         advice = f"--tile 1024 (about {tiled / 2**30:.1f} GiB), or {smaller}" if tiling else smaller
         if batch > 1:
             advice += ", or --batch-size 1"
@@ -345,7 +334,9 @@ def check_train_fits(config, available=None):
     available = available if available is not None else available_bytes()
     if available is None or os.environ.get("NST_TF_SKIP_MEMORY_CHECK"):
         return
-    architecture = transformer_architecture(config.init_model) if config.init_model else None
+    architecture = None
+    if config.init_model:
+        architecture = transformer_architecture(files.keras_model_config(config.init_model))
     needed = estimate_train_bytes(config, architecture)
     if needed > available:
         side = _largest_side(lambda side: estimate_train_bytes(

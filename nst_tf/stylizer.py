@@ -20,19 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import signatures
-from nst_tf.config import check_int
+from nst_tf.config import MIN_ALIGNED_SIZE, SIZE_ALIGNMENT, check_int, style_selection_weights
 from nst_tf.errors import ConfigError, ImageError, WeightsError
 from nst_tf.inference import inference_graph, round_to_uint8
-from nst_tf.transformer import (
-    MIN_ALIGNED_SIZE,
-    MIN_INPUT_SIZE,
-    SIZE_ALIGNMENT,
-    TransformerNet,
-    align_padding,
-    style_matrix,
-    style_selection_weights,
-    with_dtype_policy,
-)
+from nst_tf.transformer import MIN_INPUT_SIZE, TransformerNet, align_padding, style_matrix, with_dtype_policy
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 """Precisions :func:`stylize_image` and :func:`stylize_tiled` can run a TransformerNet in."""

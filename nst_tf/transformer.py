@@ -20,20 +20,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nst_tf.config import MAX_STRENGTH, PHOTO_STYLE, style_selection_weights  # noqa: F401 - re-exported
+from nst_tf.config import MIN_ALIGNED_SIZE, SIZE_ALIGNMENT, style_selection_weights, transformer_channels
 from nst_tf.errors import ConfigError
 from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D, with_static_channels
 
 MIN_INPUT_SIZE = 4
 """Smallest height or width, pixels, that :class:`TransformerNet` accepts."""
-SIZE_ALIGNMENT = 4
-"""Two stride-2 convolutions: padded sizes that are multiples of 4 come back exactly."""
-MIN_ALIGNED_SIZE = 8
-"""Smallest padded side, pixels: the bottleneck (1/4 size) must be >= 2 pixels for its reflection padding."""
 
 
 def align_padding(height, width):
-    """Reflection padding ``[[top, bottom], [left, right]]`` to a multiple of 4 (at least 8)."""
+    """Reflection padding ``[[top, bottom], [left, right]]`` to :func:`nst_tf.config.aligned_size`, for
+    size tensors (a multiple of 4, at least 8)."""
     pads = []
     for size in (height, width):
         total = tf.maximum(MIN_ALIGNED_SIZE, (size + SIZE_ALIGNMENT - 1) // SIZE_ALIGNMENT * SIZE_ALIGNMENT) - size
@@ -108,7 +105,7 @@ class TransformerNet(keras.Model):
     with one ``gamma``/``beta`` row per style, and the convolutions are shared.  The
     call then takes a style selection: integer indices, or blend weights over the
     styles (blending mixes ``gamma`` and ``beta``, Dumoulin sec. 3).  A style named
-    ``"photo"`` (:data:`PHOTO_STYLE`), trained with content loss only, is the
+    ``"photo"`` (:data:`nst_tf.config.PHOTO_STYLE`), trained with content loss only, is the
     network's identity; :meth:`style_weights` blends toward it to weaken a style.
 
     Args:
@@ -169,7 +166,7 @@ class TransformerNet(keras.Model):
         self.width_multiplier = float(width_multiplier)
         self.style_names = style_names
         self.metadata = metadata
-        self.channels = tuple(max(1, round(f * self.width_multiplier)) for f in filters)
+        self.channels = transformer_channels(filters, self.width_multiplier)
         styles = self.num_styles
         policy = self.dtype_policy
         f1, f2, f3 = self.channels
@@ -229,7 +226,7 @@ class TransformerNet(keras.Model):
                 they are normalized to sum to one.
             strength: float >= 0. 1 is the style as trained; below 1 blends the
                 normalization parameters toward the ``"photo"`` style (0 is the photo),
-                above 1 extrapolates away from it (up to :data:`MAX_STRENGTH`).
+                above 1 extrapolates away from it (up to :data:`nst_tf.config.MAX_STRENGTH`).
 
         Returns:
             np.ndarray float32 ``[N]``.

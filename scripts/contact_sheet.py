@@ -117,11 +117,12 @@ def _fit(image, width, height):
 
 
 def run_grid(args):
-    from nst_tf import images, stylizer, transformer
+    from nst_tf import images, stylizer
+    from nst_tf.config import PHOTO_STYLE
 
     model = stylizer.load_transformer(args.model)
     assets = pathlib.Path(args.assets)
-    styles = args.styles or [name for name in model.style_names if name != transformer.PHOTO_STYLE]
+    styles = args.styles or [name for name in model.style_names if name != PHOTO_STYLE]
     unknown = [name for name in styles if name not in model.style_names]
     if unknown:
         print(f"error: unknown style {unknown[0]!r}; the network has: {', '.join(model.style_names)}. "

@@ -118,3 +118,11 @@ def test_presets_match_their_sources():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="Unknown preset.*gatys2016"):
         StyleConfig.from_preset("picasso")
+
+
+def test_transformer_sizes_follow_the_network_without_tensorflow():
+    from nst_tf import config
+
+    assert [config.aligned_size(s) for s in (1, 5, 8, 9, 12, 13)] == [8, 8, 8, 12, 12, 16]
+    assert config.transformer_channels((32, 64, 128), 0.5) == (16, 32, 64)
+    assert config.transformer_channels((32, 64, 128), 0.01) == (1, 1, 1)  # Never a zero-width layer.

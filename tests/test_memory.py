@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from helpers import ROOT  # noqa: I001
-from nst_tf import backbones, memory
+from nst_tf import backbones, files, memory
 from nst_tf.config import StyleConfig, TrainConfig
 from nst_tf.errors import ConfigError
 
@@ -83,14 +83,17 @@ def keras_file(path, **config):
 
 
 def test_architecture_is_read_from_the_keras_file_without_tensorflow(tmp_path):
+    def architecture(path):
+        return memory.transformer_architecture(files.keras_model_config(path))
+
     path = keras_file(tmp_path / "net.keras", filters=[16, 32, 64], num_residual_blocks=3, width_multiplier=2.0)
-    assert memory.transformer_architecture(path) == ((16, 32, 64), 3, 2.0)
+    assert architecture(path) == ((16, 32, 64), 3, 2.0)
     if SHIPPED.is_file():
-        assert memory.transformer_architecture(SHIPPED) == ((32, 64, 128), 5, 0.5)
+        assert architecture(SHIPPED) == ((32, 64, 128), 5, 0.5)
     # Nothing readable (a SavedModel folder, a corrupt file): the default full-width network.
     (tmp_path / "bad.keras").write_bytes(b"x")
     for path in (tmp_path, tmp_path / "bad.keras"):
-        assert memory.transformer_architecture(path) == memory.DEFAULT_ARCHITECTURE
+        assert architecture(path) == memory.DEFAULT_ARCHITECTURE
 
 
 def test_stylize_estimate_grows_with_pixels_width_and_batch_and_tiles_bound_it():
