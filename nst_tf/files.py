@@ -237,3 +237,15 @@ def keras_model_config(path):
     except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
         return None
     return config if isinstance(config, dict) else None
+
+
+def folder_kind(path):
+    """How to name a folder given where a ``.keras`` file was expected, in an error message.
+
+    Args:
+        path: str or path-like of an existing folder.
+
+    Returns:
+        str: ``"a SavedModel folder (for serving)"`` when it holds ``saved_model.pb``, else ``"a folder"``.
+    """
+    return "a SavedModel folder (for serving)" if os.path.isfile(os.path.join(path, "saved_model.pb")) else "a folder"

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nst_tf import signatures
+from nst_tf import files, signatures
 from nst_tf.config import MIN_ALIGNED_SIZE, SIZE_ALIGNMENT, check_int, style_selection_weights
 from nst_tf.errors import ConfigError, ImageError, WeightsError
 from nst_tf.inference import inference_graph, round_to_uint8
@@ -50,8 +50,7 @@ def load_transformer(path, dtype=None):
     path = pathlib.Path(path)
     received = f"Received: path='{path}'"
     if path.is_dir():
-        kind = "a SavedModel folder (for serving)" if (path / "saved_model.pb").exists() else "a folder"
-        raise WeightsError(f"Expected a .keras model file but got {kind}. Pass the .keras file of a "
+        raise WeightsError(f"Expected a .keras model file but got {files.folder_kind(path)}. Pass the .keras file of a "
                            f"TransformerNet. {received}")
     if not path.is_file():
         raise WeightsError(f"Model file not found. Check the path. {received}")
