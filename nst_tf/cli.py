@@ -881,6 +881,8 @@ def add_train_arguments(parser):
     arg("--tv-weight", "total variation weight (loss network default)", type=float)
     arg("--saturation-weight", "weight of the loss that keeps the output out of tanh's flat tails, where "
         "white or black blobs form", type=float)
+    arg("--droplet-weight", "weight of the loss that keeps instance normalization from painting smooth blobs "
+        "(droplets)", type=float)
     arg("--loss-network", "frozen loss network", choices=tuple(TRAIN_LAYERS))
     arg("--loss-weights-file", "'imagenet' (Keras cache), a weights file, or 'none' (random; tests only)",
         type=_weights)
@@ -938,6 +940,12 @@ def check_train_args(args):
     if targets is not None and not os.path.isdir(targets):
         raise ConfigError(f"Targets folder not found: --targets must be a folder of stylized photos. "
                           f"Received: targets='{targets}'")
+    init_model = getattr(args, "init_model", None)
+    if init_model is not None and os.path.isdir(init_model):
+        from nst_tf.files import folder_kind
+
+        raise ConfigError(f"--init-model takes the .keras file of a trained network, not {folder_kind(init_model)}. "
+                          f"Received: init_model='{init_model}'")
     for flag in ("init_model", "loss_weights_file"):
         value = getattr(args, flag, None)
         if value not in (None, "imagenet") and not os.path.isfile(value):

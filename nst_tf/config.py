@@ -334,6 +334,9 @@ class TrainConfig:
         saturation_weight: float >= 0. Weight of the saturation loss, which keeps the
             output out of tanh's flat tails (:func:`nst_tf.losses.saturation_loss`).
             Defaults to 0.
+        droplet_weight: float >= 0. Weight of the droplet loss, which keeps instance
+            normalization from painting smooth blobs (:func:`nst_tf.losses.droplet_loss`).
+            Defaults to 0.
         loss_network: ``vgg16`` (default), ``vgg19`` or ``squeezenet1_1``.
         loss_weights_file: ``"imagenet"`` or a weights file of the loss network.
         seed: int or None. Seeds Python, NumPy, TensorFlow and the data pipeline.
@@ -390,6 +393,7 @@ class TrainConfig:
     style_weight: Optional[float] = None
     tv_weight: Optional[float] = None
     saturation_weight: float = 0.0
+    droplet_weight: float = 0.0
     loss_network: str = "vgg16"
     loss_weights_file: Optional[str] = "imagenet"
     seed: Optional[int] = 0
@@ -447,7 +451,7 @@ class TrainConfig:
             check_int("--style-size", self.style_size, 16)
         check_int("--save-every", self.save_every, 1)
         _require(_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        for name in ("content_weight", "style_weight", "tv_weight", "saturation_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "saturation_weight", "droplet_weight"):
             value = getattr(self, name)
             _require(value is None or (_number(value) and value >= 0), name, value, "a finite number >= 0")
         if pathlib.Path(self.output).suffix != ".keras":

@@ -169,6 +169,47 @@ def saturation_loss(logits, threshold=SATURATION_THRESHOLD):
     return tf.reduce_mean(tf.square(excess))
 
 
+DROPLET_THRESHOLD = 6.0
+"""Local RMS of a standardized activation, in standard deviations, beyond which :func:`droplet_loss` applies."""
+
+DROPLET_WINDOW = 5
+"""Side, in positions, of the neighbourhood over which :func:`droplet_loss` averages."""
+
+
+def droplet_loss(activations, threshold=DROPLET_THRESHOLD, window=DROPLET_WINDOW):
+    """Penalty on compact regions of extreme activation: instance normalization's droplets.
+
+    Karras et al. ("Analyzing and Improving the Image Quality of StyleGAN", CVPR 2020,
+    sec. 2) show that a network with instance normalization learns to place one strong,
+    localized spike in its feature maps: it dominates each channel's mean and variance
+    and so steers the normalization, at the price of a smooth, untextured blob in the
+    output.  Each channel of each example is standardized over its positions; the
+    squared values are averaged over a ``window x window`` neighbourhood (a local mean
+    square, so that thin edges, extreme at a few positions only, stay below the
+    threshold while a blob, extreme over an area, does not); the loss is the mean
+    excess of that local mean square over ``threshold**2``.
+
+    Args:
+        activations: sequence of float tensors ``[B, H, W, C]`` (any dtype; computed in
+            float32), e.g. the block outputs of
+            :meth:`nst_tf.transformer.TransformerNet.call` with ``return_activations=True``.
+        threshold: float > 0, standard deviations. Defaults to :data:`DROPLET_THRESHOLD`
+            (droplets measure 15-25, edges and textures below 6 at the 99th percentile).
+        window: int >= 1, positions. Defaults to :data:`DROPLET_WINDOW`.
+
+    Returns:
+        float32 scalar >= 0, in squared standard deviations, the mean over the
+        activations; zero when no neighbourhood's mean square exceeds ``threshold**2``.
+    """
+    terms = []
+    for value in activations:
+        value = tf.cast(value, tf.float32)
+        mean, variance = tf.nn.moments(value, axes=[1, 2], keepdims=True)
+        energy = tf.nn.avg_pool2d(tf.square(value - mean) / (variance + 1e-5), window, 1, "SAME")
+        terms.append(tf.reduce_mean(tf.nn.relu(energy - threshold ** 2)))
+    return tf.add_n(terms) / len(terms)
+
+
 def _total_variation_per_sample(image):
     image = tf.cast(image, tf.float32)
     dy = tf.reduce_mean(tf.abs(image[:, 1:] - image[:, :-1]), axis=[1, 2, 3])

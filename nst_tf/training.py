@@ -50,6 +50,9 @@ DEFAULT_STYLE_LAYER_WEIGHTS = {"vgg16": _VGG_LAYER_WEIGHTS, "vgg19": _VGG_LAYER_
 DEFAULT_LOSS_WEIGHTS = TRAIN_LOSS_WEIGHTS
 """``{loss_network: (content_weight, style_weight, tv_weight)}``."""
 
+ENCODER_BLOCKS = 3
+"""TransformerNet blocks before the residual blocks (``conv1``-``conv3``): left out of the droplet loss."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -69,18 +72,20 @@ class FastStyleTrainer(keras.Model):
     """A TransformerNet trained with Johnson et al.'s perceptual loss, one style or many.
 
     ``loss = content_weight * L_content + mean_b(style_weight[s_b] * L_style(b, s_b)) + tv_weight * L_tv
-    + saturation_weight * L_sat``
+    + saturation_weight * L_sat + droplet_weight * L_droplet``
     with :func:`nst_tf.losses.content_loss` (mean over content layers), the Gram
     style loss of each example against the Gram matrices of its style ``s_b``
     (:func:`nst_tf.losses.style_layer_loss`, layer-weighted as :func:`nst_tf.losses.style_loss`),
-    :func:`nst_tf.losses.total_variation_loss` and :func:`nst_tf.losses.saturation_loss`
-    of the transformer's pre-tanh output: where tanh saturates, its gradient vanishes
+    :func:`nst_tf.losses.total_variation_loss`, :func:`nst_tf.losses.saturation_loss`
+    of the transformer's pre-tanh output (where tanh saturates, its gradient vanishes
     and no other term can change those pixels, which then stay flat white or black
-    blobs.  A single-style transformer has
+    blobs) and :func:`nst_tf.losses.droplet_loss` of the outputs of its residual and
+    upsampling blocks (instance normalization's droplets, which paint smooth blobs;
+    the encoder is left out: it carries the photo's own sharp edges).  A single-style transformer has
     ``s_b = 0``; a multi-style one (Dumoulin et al. 2017) takes ``{"images", "style"}``
     batches whose examples mix styles (:func:`nst_tf.data.with_random_styles`).
     Each weighted term is a metric (``content_loss``, ``style_loss``, ``tv_loss``,
-    ``saturation_loss``; they add up to ``loss``).  Only the transformer's trainable weights train.
+    ``saturation_loss``, ``droplet_loss``; they add up to ``loss``).  Only the transformer's trainable weights train.
 
     Args:
         transformer: TransformerNet (or any Keras model from and to the pixel contract).
@@ -98,6 +103,8 @@ class FastStyleTrainer(keras.Model):
         saturation_weight: float >= 0. Weight of the saturation loss; needs a transformer
             whose call takes ``return_logits`` (:class:`~nst_tf.transformer.TransformerNet`)
             when > 0. Defaults to 0.
+        droplet_weight: float >= 0. Weight of the droplet loss; needs a transformer whose
+            call takes ``return_activations`` when > 0. Defaults to 0.
         style_weight: float >= 0, or a sequence of one per style; None takes
             ``DEFAULT_LOSS_WEIGHTS``. The ``"photo"`` style's weight is always 0.
         feature_extractor: optional prebuilt FeatureExtractor covering all the layers
@@ -113,7 +120,8 @@ class FastStyleTrainer(keras.Model):
 
     def __init__(self, transformer, style_image, loss_network="vgg16", loss_weights="imagenet",
                  content_layers=None, style_layers=None, style_layer_weights=None, content_weight=None,
-                 style_weight=None, tv_weight=None, saturation_weight=0.0, feature_extractor=None, **kwargs):
+                 style_weight=None, tv_weight=None, saturation_weight=0.0, droplet_weight=0.0, feature_extractor=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if feature_extractor is not None:
             loss_network = feature_extractor.backbone
@@ -142,7 +150,7 @@ class FastStyleTrainer(keras.Model):
             raise ConfigError(f"Give one style weight per style ({len(style_images)}). "
                               f"Received: style_weight={per_style!r}")
         for name, value in [("content_weight", content_weight), ("tv_weight", tv_weight),
-                            ("saturation_weight", saturation_weight)] + [
+                            ("saturation_weight", saturation_weight), ("droplet_weight", droplet_weight)] + [
                 ("style_weight", w) for w in per_style]:
             if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"`{name}` must be a finite number >= 0. Received: {name}={value}")
@@ -151,6 +159,7 @@ class FastStyleTrainer(keras.Model):
                              float(tv_weight))
         self.style_weights = tf.constant(per_style, tf.float32)
         self.saturation_weight = float(saturation_weight)
+        self.droplet_weight = float(droplet_weight)
         self.extractor = feature_extractor or FeatureExtractor(
             self.content_layers + self.style_layers, backbone=loss_network, weights=loss_weights)
         missing = [n for n in self.content_layers + self.style_layers if n not in self.extractor.layer_names]
@@ -162,6 +171,7 @@ class FastStyleTrainer(keras.Model):
         self.style_tracker = keras.metrics.Mean(name="style_loss")
         self.tv_tracker = keras.metrics.Mean(name="tv_loss")
         self.saturation_tracker = keras.metrics.Mean(name="saturation_loss")
+        self.droplet_tracker = keras.metrics.Mean(name="droplet_loss")
 
     def _target_grams(self, style_images, loss_network):
         """``{layer: float32 [N, C, C]}``, computed once (Johnson 2016 sec. 3.2); zeros for the photo style."""
@@ -188,14 +198,17 @@ class FastStyleTrainer(keras.Model):
         return {name: tf.constant(tf.stack(rows)) for name, rows in grams.items()}
 
     def call(self, inputs, training=False):
-        """The transformer's output; while training with a saturation loss, ``(images, logits)``."""
+        """The transformer's output; while training with a saturation or droplet loss,
+        ``(images, logits, activations)`` (the activations of the blocks after the encoder)."""
         images, style = (inputs["images"], inputs["style"]) if isinstance(inputs, dict) else (inputs, None)
         styled = {} if style is None else {"style": style}
-        if training and self.saturation_weight > 0:
-            return self.transformer(images, training=training, return_logits=True, **styled)
+        if training and (self.saturation_weight > 0 or self.droplet_weight > 0):
+            images, logits, activations = self.transformer(images, training=training, return_logits=True,
+                                                           return_activations=True, **styled)
+            return images, logits, activations[ENCODER_BLOCKS:]
         return self.transformer(images, training=training, **styled)
 
-    def perceptual_losses(self, photos, stylized, style=None, logits=None):
+    def perceptual_losses(self, photos, stylized, style=None, logits=None, activations=None):
         """Weighted loss terms of a batch.
 
         Args:
@@ -204,9 +217,11 @@ class FastStyleTrainer(keras.Model):
             style: int ``[B]`` style index of each example; None is style 0.
             logits: float32 ``[B, H, W, 3]`` pre-tanh output of the transformer; None
                 leaves out the saturation loss.
+            activations: list of tensors ``[B, h, w, c]``, the transformer's block outputs
+                after the encoder; None leaves out the droplet loss.
 
         Returns:
-            dict of float32 scalars ``content``, ``style``, ``tv``, ``saturation``
+            dict of float32 scalars ``content``, ``style``, ``tv``, ``saturation``, ``droplet``
             (weighted) and ``total``.
         """
         batch = tf.shape(photos)[0]
@@ -225,9 +240,12 @@ class FastStyleTrainer(keras.Model):
         tv = losses.total_variation_loss(stylized)
         content_weight, _, tv_weight = self.loss_weights
         saturation = 0.0 if logits is None else self.saturation_weight * losses.saturation_loss(logits)
+        droplet = 0.0 if not activations or not self.droplet_weight else (
+            self.droplet_weight * losses.droplet_loss(activations))
         terms = {"content": content_weight * content, "style": style_term, "tv": tv_weight * tv,
-                 "saturation": tf.convert_to_tensor(saturation, tf.float32)}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["saturation"]
+                 "saturation": tf.convert_to_tensor(saturation, tf.float32),
+                 "droplet": tf.convert_to_tensor(droplet, tf.float32)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["saturation"] + terms["droplet"]
         return terms
 
     def train_step(self, data):
@@ -235,12 +253,13 @@ class FastStyleTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         photos, style = (x["images"], x["style"]) if isinstance(x, dict) else (x, None)
-        stylized, logits = y_pred if isinstance(y_pred, (tuple, list)) else (y_pred, None)
-        terms = self.perceptual_losses(photos, tf.cast(stylized, tf.float32), style, logits)
+        stylized, logits, activations = y_pred if isinstance(y_pred, (tuple, list)) else (y_pred, None, None)
+        terms = self.perceptual_losses(photos, tf.cast(stylized, tf.float32), style, logits, activations)
         self.content_tracker.update_state(terms["content"])
         self.style_tracker.update_state(terms["style"])
         self.tv_tracker.update_state(terms["tv"])
         self.saturation_tracker.update_state(terms["saturation"])
+        self.droplet_tracker.update_state(terms["droplet"])
         # Keras sums gradients over replicas; each replica contributes its share.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return terms["total"] / replicas
@@ -711,6 +730,7 @@ def _perceptual_trainer(config, photos, policy):
     trainer = FastStyleTrainer(transformer, styles if transformer.num_styles else styles[0],
                                content_weight=config.content_weight, style_weight=style_weight,
                                tv_weight=config.tv_weight, saturation_weight=config.saturation_weight,
+                               droplet_weight=config.droplet_weight,
                                feature_extractor=extractor)
     trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     probe_batch = tf.zeros((1, config.image_size, config.image_size, 3))
@@ -808,6 +828,7 @@ def training_metadata(config, trainer, result, photo_losses=None):
             "style_layers": list(trainer.style_layers),
             "style_layer_weights": dict(trainer.style_layer_weights),
             "content_weight": content_weight, "tv_weight": tv_weight, "saturation_weight": trainer.saturation_weight,
+            "droplet_weight": trainer.droplet_weight,
             **_run_record(result), "photos": int(result["photos"]), **_previous_training(config, trainer),
         },
         "styles": styles,

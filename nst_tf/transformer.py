@@ -132,10 +132,15 @@ class TransformerNet(keras.Model):
         return_logits: bool. Also return the output's pre-activation ``z`` (float32
             ``[B, H, W, 3]``, ``images = 127.5 * (tanh(z) + 1)``), which training
             keeps out of tanh's flat tails (:class:`nst_tf.training.FastStyleTrainer`).
+        return_activations: bool. Also return each block's output, in the order of
+            ``blocks`` (list of tensors ``[B, h, w, c]`` in the compute dtype, at the
+            padded size), which training keeps free of droplets
+            (:func:`nst_tf.losses.droplet_loss`).
 
     Returns:
-        float32 tensor ``[B, H, W, 3]``, RGB in [0, 255]; with `return_logits`
-        ``(images, logits)``; with `return_statistics` the statistics come last.
+        float32 tensor ``[B, H, W, 3]``, RGB in [0, 255]; with `return_logits` or
+        `return_activations` a tuple ``(images, logits, activations)`` of those asked
+        for, in that order; with `return_statistics` the statistics come last.
 
     Raises:
         ConfigError: `filters` is not three positive ints, `num_residual_blocks` < 0,
@@ -249,7 +254,8 @@ class TransformerNet(keras.Model):
         """Float32 ``[B, N]`` blend weights from a ``style`` call argument (None if single-style)."""
         return style_argument(self.style_names, style, batch)
 
-    def call(self, images, style=None, statistics=None, return_statistics=False, return_logits=False):
+    def call(self, images, style=None, statistics=None, return_statistics=False, return_logits=False,
+             return_activations=False):
         images = tf.convert_to_tensor(images)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         weights = self.selection(style, tf.shape(images)[0])
@@ -258,14 +264,15 @@ class TransformerNet(keras.Model):
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="REFLECT")
         x = with_static_channels(tf.cast(x, self.compute_dtype), 3)  # Padding amounts computed from the size.
-        used = []
+        used, activations = [], []
         for index, block in enumerate(self.blocks):
             given = None if statistics is None else statistics[index]
             x, stats = block(x, statistics=given, return_statistics=True, **conditional)
             used.append(stats)
+            activations.append(x)
         logits = tf.cast(self.head(x), tf.float32)[:, top:top + height, left:left + width]  # float32 tanh.
         outputs = (127.5 * (tf.tanh(logits) + 1.0),) + ((logits,) if return_logits else ()) + (
-            (used,) if return_statistics else ())
+            (activations,) if return_activations else ()) + ((used,) if return_statistics else ())
         return outputs if len(outputs) > 1 else outputs[0]
 
     def compute_output_shape(self, input_shape):

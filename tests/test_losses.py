@@ -91,6 +91,43 @@ def test_saturation_loss_has_gradient_where_tanh_has_none():
     assert pull[0] > 1 and pull[1] < -1 and pull[2] == 0.0  # Descent moves both back toward zero.
 
 
+def _blob_activations(value, side, size=64, channels=2, seed=0):
+    """Unit noise ``[1, size, size, channels]`` with `value` added on a ``side x side`` square."""
+    base = np.random.default_rng(seed).normal(0, 1, (1, size, size, channels)).astype("float32")
+    base[:, 20:20 + side, 30:30 + side] += value
+    return base
+
+
+def test_droplet_loss_flags_a_blob_but_not_texture_or_a_thin_edge():
+    assert losses.droplet_loss([_blob_activations(0.0, 0)]).numpy() == 0.0  # Texture: ~1 std everywhere.
+    edge = np.random.default_rng(1).normal(0, 1, (1, 64, 64, 2)).astype("float32")
+    edge[:, 32] += 200.0  # A one-pixel line: about 8 std, but one row of each 5 x 5 window.
+    assert losses.droplet_loss([edge]).numpy() == 0.0
+    blob = losses.droplet_loss([_blob_activations(200.0, 6)]).numpy()
+    assert blob > 0.1
+    # Standardized per channel: the same pattern at any scale or offset has the same loss.
+    scaled = losses.droplet_loss([_blob_activations(200.0, 6) * 1000.0 - 5.0]).numpy()
+    assert scaled == pytest.approx(blob, rel=1e-3)
+    # The mean over the activations given.
+    pair = losses.droplet_loss([_blob_activations(200.0, 6), _blob_activations(0.0, 0)]).numpy()
+    assert pair == pytest.approx(blob / 2, rel=1e-5)
+
+
+def test_droplet_loss_descent_shrinks_the_blob():
+    activations = tf.Variable(_blob_activations(12.0, 6))
+    initial = float(losses.droplet_loss([activations]))
+    for _ in range(30):
+        with tf.GradientTape() as tape:
+            penalty = losses.droplet_loss([activations])
+        gradient = tape.gradient(penalty, activations)
+        if _ == 0:
+            assert float(tf.reduce_mean(gradient[:, 20:26, 30:36])) > 0  # Descent lowers the blob.
+        activations.assign_sub(200.0 * gradient)
+    assert initial > 0.01 and float(losses.droplet_loss([activations])) < 0.5 * initial
+    values = activations.numpy()
+    assert values[:, 20:26, 30:36].mean() < 11.0  # The blob itself went down.
+
+
 def test_keras_loss_classes_match_functions():
     a = tf.random.stateless_normal([2, 4, 4, 3], seed=[3, 3])
     b = tf.random.stateless_normal([2, 4, 4, 3], seed=[4, 4])

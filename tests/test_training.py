@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import ROOT, write_image
+from nst_tf import losses
 from nst_tf.cli import train_main
 from nst_tf.errors import ConfigError, ImageError
 from nst_tf.features import FeatureExtractor
@@ -80,7 +81,7 @@ def _config(folder, style_file, tmp_path, **overrides):
     ({"batch_size": 0}, "--batch-size"), ({"image_size": 8}, "--image-size"),
     ({"learning_rate": 0.0}, "--learning-rate"),
     ({"style_weight": -1.0}, "--style-weight"), ({"tv_weight": float("nan")}, "--tv-weight"),
-    ({"saturation_weight": -1.0}, "--saturation-weight"),
+    ({"saturation_weight": -1.0}, "--saturation-weight"), ({"droplet_weight": float("inf")}, "--droplet-weight"),
     ({"strategy": "tpu"}, "--strategy"), ({"output": "net.h5"}, "--output"), ({"loss_network": "resnet"}, "backbone"),
     ({"style_size": 4}, "--style-size"), ({"save_every": 0}, "--save-every"),
     ({"objective": "gram"}, "--objective must be one of"), ({"objective": "pixel"}, "go together"),
@@ -190,6 +191,43 @@ def test_downstream_fine_tuning_with_plain_keras(extractor, tmp_path):
     np.testing.assert_allclose(load_transformer(tmp_path / "new_style.keras")(photos), network(photos), atol=1e-4)
 
 
+@pytest.mark.slow
+def test_droplet_loss_is_weighted_on_the_blocks_after_the_encoder_and_keeps_blobs_down(extractor):
+    rng = np.random.default_rng(0)
+    photos = (120 + rng.normal(0, 1, (4, 64, 64, 3))).astype("float32")
+    photos[:, 10:18, 12:20] = 255.0  # A bright square on a flat ground: a blob in the decoder.
+    keras.utils.set_random_seed(0)
+    transformer = TransformerNet(**SMALL)
+    trainer = FastStyleTrainer(transformer, _style(), feature_extractor=extractor, style_weight=1e-2,
+                               droplet_weight=100.0)
+    images, logits, activations = trainer(photos, training=True)
+    assert len(activations) == len(transformer.blocks) - 3  # Residual and upsampling blocks only.
+    expected = 100.0 * float(losses.droplet_loss(transformer(photos, return_activations=True)[1][3:]))
+    with tf.GradientTape() as tape:
+        images, logits, activations = trainer(photos, training=True)
+        droplet = trainer.perceptual_losses(photos, images, None, logits, activations)["droplet"]
+    assert expected > 0.1 and float(droplet) == pytest.approx(expected, rel=1e-4)
+    gradients = tape.gradient(droplet, transformer.trainable_weights)
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+    assert float(trainer.perceptual_losses(photos, trainer(photos))["droplet"]) == 0.0  # Needs the activations.
+
+    def fit(droplet_weight):
+        keras.utils.set_random_seed(0)
+        model = TransformerNet(**SMALL)
+        fitted = FastStyleTrainer(model, _style(), feature_extractor=extractor, style_weight=1e-2,
+                                  droplet_weight=droplet_weight)
+        fitted.compile(optimizer=keras.optimizers.Adam(1e-2))
+        history = fitted.fit(photos, batch_size=4, epochs=10, verbose=0).history
+        return float(losses.droplet_loss(model(photos, return_activations=True)[1][3:])), history
+
+    control, _ = fit(0.0)  # Training on the image losses alone grows the blob...
+    penalized, history = fit(1000.0)
+    assert control > 0.005 and penalized < 0.25 * control  # ...which the droplet loss keeps down.
+    parts = sum(history[name][-1] for name in ("content_loss", "style_loss", "tv_loss", "saturation_loss",
+                                                "droplet_loss"))
+    np.testing.assert_allclose(parts, history["loss"][-1], rtol=1e-4)
+
+
 # ---------------------------------------------------------------- train(): resume, outputs
 
 
@@ -285,6 +323,7 @@ def test_cli_trains_with_logs_checkpoints_and_mixed_precision(folder, style_file
     ("missing style", "not found"),
     ("corrupt init", "corrupt"),
     ("not a transformer", "not an nst_tf TransformerNet"),
+    ("savedmodel init", "--init-model takes the .keras file of a trained network, not a SavedModel folder"),
     ("output folder", "--output is a folder"),
     ("bad loss weights", "not found"),
 ])
@@ -305,6 +344,10 @@ def test_cli_bad_input_exits_2_with_one_line(folder, style_file, tmp_path, capsy
     elif case == "not a transformer":
         keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]).save(tmp_path / "dense.keras")
         args["--init-model"] = str(tmp_path / "dense.keras")
+    elif case == "savedmodel init":
+        (tmp_path / "servable" / "1").mkdir(parents=True)
+        (tmp_path / "servable" / "1" / "saved_model.pb").write_bytes(b"")
+        args["--init-model"] = str(tmp_path / "servable" / "1")
     elif case == "output folder":
         (tmp_path / "dir.keras").mkdir()
         args["--output"] = str(tmp_path / "dir.keras")

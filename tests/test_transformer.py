@@ -27,6 +27,19 @@ def test_logits_are_the_pre_activation_of_the_output(net):
     np.testing.assert_allclose(net(images, statistics=statistics).numpy(), out.numpy(), atol=1e-3)
 
 
+def test_activations_are_the_block_outputs_in_order(net):
+    images = _image(31, 17, batch=2)
+    out, activations = net(images, return_activations=True)
+    assert len(activations) == len(net.blocks)
+    # 31 x 17 is padded to 32 x 20; two stride-2 convolutions, five residual blocks, two upsamplings.
+    assert [tuple(a.shape) for a in activations] == [(2, 32, 20, 32), (2, 16, 10, 64)] + [(2, 8, 5, 128)] * 6 + [
+        (2, 16, 10, 64), (2, 32, 20, 32)]
+    np.testing.assert_allclose(out.numpy(), net(images).numpy(), atol=1e-4)
+    # With logits too, the order is images, logits, activations, statistics.
+    _, logits, again, statistics = net(images, return_logits=True, return_activations=True, return_statistics=True)
+    assert logits.shape == out.shape and len(again) == len(activations) == len(statistics)
+
+
 def test_architecture_matches_johnson():
     model = TransformerNet()
     model.build((None, None, None, 3))
