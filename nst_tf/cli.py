@@ -243,8 +243,8 @@ def add_stylize_arguments(parser):
                       help="multi-style network: the style to apply, or a blend such as candy:0.7,udnie:0.3 "
                            "(weights are normalized; blending mixes the instance-norm parameters)")
     fast.add_argument("--style-strength", type=float, default=1.0, metavar="S",
-                      help="multi-style network with a 'photo' style: 0 is the photo, 1 the style as trained, "
-                           "up to 2 stronger [1]")
+                      help="multi-style network with a 'photo' style: 0 is its 'photo' style (the network's "
+                           "rendering of the photo), 1 the style as trained, up to 2 stronger [1]")
     fast.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass [4]")
     io.add_argument("--mask", help="spatial control: a mask image with one grey level per style image "
                     "(darkest region takes the first style); PNG, same aspect as the content")

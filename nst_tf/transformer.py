@@ -230,7 +230,8 @@ class TransformerNet(keras.Model):
                 sequence of N weights. Weights must be finite, >= 0 and not all zero;
                 they are normalized to sum to one.
             strength: float >= 0. 1 is the style as trained; below 1 blends the
-                normalization parameters toward the ``"photo"`` style (0 is the photo),
+                normalization parameters toward the ``"photo"`` style (0 is that style:
+                the network's rendering of the photo, not the photo itself),
                 above 1 extrapolates away from it (up to :data:`nst_tf.config.MAX_STRENGTH`).
 
         Returns:

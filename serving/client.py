@@ -663,7 +663,8 @@ def build_parser():
                         help="multi-style network: the style, or a blend such as candy:0.7,udnie:0.3 "
                         "(the model lists its styles: --metadata)")
     parser.add_argument("--style-strength", type=float, default=1.0, metavar="S",
-                        help="multi-style network with a 'photo' style: 0 is the photo, 1 the style, up to 2 (1)")
+                        help="multi-style network with a 'photo' style: 0 is its 'photo' style (the network's "
+                             "rendering of the photo), 1 the style, up to 2 (1)")
     parser.add_argument("--max-size", type=int, help="resize inputs so that the longest side is MAX_SIZE px first")
     parser.add_argument("--output-format", default="png", choices=("png", "jpg", "webp"),
                         help="file type in an output folder (%(default)s)")
