@@ -51,11 +51,11 @@ from benchmarks import core
 from benchmarks.core import (GIGA, PEAK_SHAPES, ConvFlops, ConvPeakProbe, LoadMonitor, SuiteResult, Table,
                              assets_dir, machine_info, peak_of, resolve_weights, stopwatch,
                              time_side_by_side)
-from nst_tf import images, optimize
+from nst_tf import images, losses, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import TransformerInference, inference_graph
-from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer
+from nst_tf.training import DEFAULT_LAYERS, ENCODER_BLOCKS, FastStyleTrainer
 from nst_tf.stylizer import load_transformer, stylize_image, stylize_tiled
 from nst_tf.transformer import TransformerNet, with_dtype_policy
 
@@ -988,7 +988,29 @@ _QUALITY_COLUMNS = [
     ("content_photo", "photo itself (0 it)", "{:.0f}"),
     ("network", "network loss", "{:.0f}"),
     ("network_s", "network s", "{:.3f}"),
+    ("droplet", "droplet loss", "{:.3f}"),
 ]
+
+
+def droplet_score(model, content, style_weights=None):
+    """The unweighted droplet loss (:func:`nst_tf.losses.droplet_loss`) of a TransformerNet on one photo.
+
+    The same term that ``--droplet-weight`` trains down, over the residual and upsampling
+    blocks: zero when no compact blob stands out of the decoder's activations.
+
+    Args:
+        model: TransformerNet (anything else gives None).
+        content: float32 ``[1, H, W, 3]``, RGB in [0, 255].
+        style_weights: float32 ``[N]`` blend weights of a multi-style network, or None.
+
+    Returns:
+        float >= 0, squared standard deviations; None for a model that is not a TransformerNet.
+    """
+    if not isinstance(model, TransformerNet):
+        return None
+    styled = {} if style_weights is None else {"style": style_weights}
+    activations = model(content, return_activations=True, **styled)[1]
+    return float(losses.droplet_loss(activations[ENCODER_BLOCKS:]))
 
 
 def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=None, size=256,
@@ -1063,7 +1085,8 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
             result = optimize.stylize(content, [style], config, [keep], progress=False, extractor=extractor)
             row = {"model": label, "photo": photo_path.stem, "shape": f"{content.shape[2]}x{content.shape[1]}",
                    "content_photo": result.history[0]["total"], "network": network["total"],
-                   "network_s": network_s, "network_terms": network, "optimize_s": result.seconds}
+                   "network_s": network_s, "network_terms": network, "optimize_s": result.seconds,
+                   "droplet": droplet_score(model, content, problem.style_weights)}
             for iteration in iterations:
                 values = {k: float(v) for k, v in evaluate(content, snapshots[iteration]).items()}
                 row[f"opt_{iteration}"] = values["total"]
@@ -1079,7 +1102,9 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
                 "content_photo": statistics.mean(r["content_photo"] for r in model_rows),
                 "network": statistics.mean(
             r["network"] for r in model_rows), "network_s": statistics.mean(r["network_s"] for r in model_rows),
-            "optimize_s": statistics.mean(r["optimize_s"] for r in model_rows)}
+            "optimize_s": statistics.mean(r["optimize_s"] for r in model_rows),
+            "droplet": None if model_rows[0]["droplet"] is None else statistics.mean(
+                r["droplet"] for r in model_rows)}
         for iteration in iterations:
             mean[f"opt_{iteration}"] = statistics.mean(r[f"opt_{iteration}"] for r in model_rows)
             mean[f"ratio_{iteration}"] = mean["network"] / mean[f"opt_{iteration}"]
@@ -1099,6 +1124,8 @@ def run_quality_suite(model_paths=DEFAULT_MODELS, content_dir=None, style_dir=No
     notes = [
         f"Loss = the training objective of each network, evaluated in float32 by FastStyleTrainer.perceptual_losses "
         f"(content + style + TV, weighted) for the network's output and for the {optimizer} images alike.",
+        "droplet loss: nst_tf.losses.droplet_loss (unweighted) of the network's residual and upsampling blocks on "
+        "the photo: compact blobs of extreme activation, instance normalization's droplets; 0 when there are none.",
         f"Optimization: nst_tf.optimize.stylize, {optimizer}, learning rate {used[0]['learning_rate']} (pixels), "
         f"init = content, seed 0, the same extractor, layers, layer weights, loss weights and style image "
         f"(one objective; its value on the iterates agrees with the evaluator to a relative "

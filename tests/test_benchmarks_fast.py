@@ -15,7 +15,7 @@ from benchmarks import fast as benchmark_fast
 from helpers import random_transformer
 from nst_tf import optimize
 from nst_tf.features import FeatureExtractor
-from nst_tf.transformer import with_dtype_policy
+from nst_tf.transformer import TransformerNet, with_dtype_policy
 
 SMALL = {"filters": (4, 8, 8), "num_residual_blocks": 1}
 TINY_PEAK = ((8, 8, 8, 8),)
@@ -278,6 +278,17 @@ def test_quality_objective_of_another_network_judges_a_network_without_one(quali
     assert problem.model.metadata != METADATA  # The network judged is still the one given.
 
 
+def test_droplet_score_sees_a_planted_blob_and_only_in_a_transformer_net():
+    keras.utils.set_random_seed(0)
+    model = TransformerNet(filters=(8, 16, 16), num_residual_blocks=1)
+    flat = np.full([1, 64, 64, 3], 120.0, np.float32) + np.random.default_rng(0).normal(0, 1, (1, 64, 64, 3))
+    spotted = flat.copy()
+    spotted[:, 10:18, 12:20] = 255.0  # A bright square on a flat ground stands out in the decoder.
+    assert benchmark_fast.droplet_score(model, flat.astype("float32")) == 0.0
+    assert benchmark_fast.droplet_score(model, spotted.astype("float32")) > 0.0
+    assert benchmark_fast.droplet_score(keras.Sequential([keras.layers.Identity()]), flat) is None
+
+
 @pytest.mark.slow
 def test_quality_suite_runs_end_to_end(quality_assets):
     result = benchmark_fast.run_quality_suite(
@@ -293,7 +304,9 @@ def test_quality_suite_runs_end_to_end(quality_assets):
         assert row["ratio_4"] == pytest.approx(row["network"] / row["opt_4"])
         assert row["match"] in (1, 2, 3, 4, 5, 6, "> 6")
     assert rows[2]["network"] == pytest.approx((rows[0]["network"] + rows[1]["network"]) / 2)
-    assert "starry.png at 48 px" in result.to_markdown()
+    assert all(row["droplet"] >= 0 for row in rows)
+    assert rows[2]["droplet"] == pytest.approx((rows[0]["droplet"] + rows[1]["droplet"]) / 2)
+    assert "starry.png at 48 px" in result.to_markdown() and "droplet loss" in result.to_markdown()
 
 
 @pytest.mark.slow
