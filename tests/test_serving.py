@@ -533,7 +533,7 @@ def test_cli_errors_are_one_line(server, tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
     code, out, _ = run_cli(["--server", server.grpc_address, "--model", CONTRACT_MODEL, "--status", "--metadata"],
                            capsys)
-    assert code == 0 and f"{CONTRACT_MODEL} version 3: AVAILABLE" in out and "stylize_bytes: inputs" in out
+    assert code == 0 and f"{CONTRACT_MODEL} version 2: AVAILABLE" in out and "stylize_bytes: inputs" in out
 
 
 def _user_env():
