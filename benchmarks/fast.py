@@ -55,9 +55,9 @@ from nst_tf import images, losses, optimize
 from nst_tf.config import StyleConfig
 from nst_tf.features import FeatureExtractor
 from nst_tf.inference import TransformerInference, inference_graph
-from nst_tf.training import DEFAULT_LAYERS, ENCODER_BLOCKS, FastStyleTrainer
+from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer
 from nst_tf.stylizer import load_transformer, stylize_image, stylize_tiled
-from nst_tf.transformer import TransformerNet, with_dtype_policy
+from nst_tf.transformer import ENCODER_BLOCKS, TransformerNet, with_dtype_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 """The checkout holding these benchmarks (and the shipped saved_models/)."""

@@ -33,7 +33,7 @@ from nst_tf.config import TRAIN_LAYERS, TRAIN_LOSS_WEIGHTS, TrainConfig  # noqa:
 from nst_tf.errors import ConfigError, ImageError, NstError
 from nst_tf.features import FeatureExtractor
 from nst_tf.stylizer import load_transformer
-from nst_tf.transformer import TransformerNet, with_added_style, with_dtype_policy
+from nst_tf.transformer import ENCODER_BLOCKS, TransformerNet, with_added_style, with_dtype_policy
 
 DEFAULT_LAYERS = TRAIN_LAYERS
 """``{loss_network: (content_layers, style_layers)}``."""
@@ -49,9 +49,6 @@ DEFAULT_STYLE_LAYER_WEIGHTS = {"vgg16": _VGG_LAYER_WEIGHTS, "vgg19": _VGG_LAYER_
 
 DEFAULT_LOSS_WEIGHTS = TRAIN_LOSS_WEIGHTS
 """``{loss_network: (content_weight, style_weight, tv_weight)}``."""
-
-ENCODER_BLOCKS = 3
-"""TransformerNet blocks before the residual blocks (``conv1``-``conv3``): left out of the droplet loss."""
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,9 @@ from nst_tf.layers import ConvBlock, ResidualBlock, UpsampleConv2D, with_static_
 MIN_INPUT_SIZE = 4
 """Smallest height or width, pixels, that :class:`TransformerNet` accepts."""
 
+ENCODER_BLOCKS = 3
+"""Blocks of :class:`TransformerNet` before its residual blocks (``conv1``-``conv3``, the encoder)."""
+
 
 def align_padding(height, width):
     """Reflection padding ``[[top, bottom], [left, right]]`` to :func:`nst_tf.config.aligned_size`, for

@@ -24,7 +24,7 @@ from nst_tf.errors import ConfigError, ImageError
 from nst_tf.features import FeatureExtractor
 from nst_tf.training import DEFAULT_LAYERS, FastStyleTrainer, TrainConfig, train
 from nst_tf.stylizer import load_transformer
-from nst_tf.transformer import TransformerNet
+from nst_tf.transformer import ENCODER_BLOCKS, TransformerNet
 
 SMALL = {"filters": (8, 16, 16), "num_residual_blocks": 1}
 NETWORK = "squeezenet1_1"
@@ -201,8 +201,8 @@ def test_droplet_loss_is_weighted_on_the_blocks_after_the_encoder_and_keeps_blob
     trainer = FastStyleTrainer(transformer, _style(), feature_extractor=extractor, style_weight=1e-2,
                                droplet_weight=100.0)
     images, logits, activations = trainer(photos, training=True)
-    assert len(activations) == len(transformer.blocks) - 3  # Residual and upsampling blocks only.
-    expected = 100.0 * float(losses.droplet_loss(transformer(photos, return_activations=True)[1][3:]))
+    assert len(activations) == len(transformer.blocks) - ENCODER_BLOCKS  # Residual and upsampling blocks only.
+    expected = 100.0 * float(losses.droplet_loss(transformer(photos, return_activations=True)[1][ENCODER_BLOCKS:]))
     with tf.GradientTape() as tape:
         images, logits, activations = trainer(photos, training=True)
         droplet = trainer.perceptual_losses(photos, images, None, logits, activations)["droplet"]
@@ -218,7 +218,7 @@ def test_droplet_loss_is_weighted_on_the_blocks_after_the_encoder_and_keeps_blob
                                   droplet_weight=droplet_weight)
         fitted.compile(optimizer=keras.optimizers.Adam(1e-2))
         history = fitted.fit(photos, batch_size=4, epochs=10, verbose=0).history
-        return float(losses.droplet_loss(model(photos, return_activations=True)[1][3:])), history
+        return float(losses.droplet_loss(model(photos, return_activations=True)[1][ENCODER_BLOCKS:])), history
 
     control, _ = fit(0.0)  # Training on the image losses alone grows the blob...
     penalized, history = fit(1000.0)
