@@ -42,6 +42,7 @@ def test_retrieval_scores_by_hand():
     assert partial["top1"] == 0.5 and partial["mean_cosine"] == pytest.approx(np.mean(cosines[:2]))
 
 
+@pytest.mark.slow
 def test_throughput_suite_runs_on_tiny_settings(network):
     result = augmentation.run_throughput_suite(network, size=16, batch_size=2, batches=1, warmup=0, repeats=1)
     rows = result.tables["throughput"].rows

@@ -10,6 +10,7 @@ from benchmarks.tflite import run_tflite_suite
 from helpers import ROOT, random_transformer
 
 
+@pytest.mark.slow
 def test_suite_rows_sizes_and_psnr(tmp_path):
     path = tmp_path / "tiny.keras"
     random_transformer(filters=(4, 8, 32), num_residual_blocks=1, style_names=["a", "b"]).save(path)
